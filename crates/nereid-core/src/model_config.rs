@@ -1,0 +1,1 @@
+//! Placeholder: written by the model-config work (config.pbtxt parsing, defaults, JSON).
