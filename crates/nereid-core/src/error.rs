@@ -15,6 +15,22 @@ pub enum Code {
     Cancelled,
 }
 
+impl Code {
+    /// Triton's `Status::CodeString`, used where Triton writes a status as text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unknown => "Unknown",
+            Code::Internal => "Internal",
+            Code::NotFound => "Not found",
+            Code::InvalidArg => "Invalid argument",
+            Code::Unavailable => "Unavailable",
+            Code::Unsupported => "Unsupported",
+            Code::AlreadyExists => "Already exists",
+            Code::Cancelled => "Cancelled",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
     pub code: Code,
@@ -44,6 +60,13 @@ impl Error {
     }
     pub fn already_exists(message: impl Into<String>) -> Self {
         Self::new(Code::AlreadyExists, message)
+    }
+}
+
+impl Error {
+    /// Triton's `Status::AsString`: "<code>: <message>".
+    pub fn as_status_string(&self) -> String {
+        format!("{}: {}", self.code.as_str(), self.message)
     }
 }
 

@@ -2,10 +2,20 @@
 //! [`backend::Backend`].
 
 pub mod backend;
+pub mod classification;
+mod dynamic_batcher;
 pub mod error;
 pub mod infer_request;
 pub mod infer_response;
+pub mod logging;
+pub mod metrics;
+pub mod model;
 pub mod model_config;
+pub mod model_repository_manager;
+mod scheduler;
+pub mod server;
+pub mod stats;
 pub mod tensor;
 
 pub use error::{Code, Error, Result};
+pub use nereid_proto as proto;

@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DataType {
@@ -121,41 +120,6 @@ impl Tensor {
     pub fn new(name: impl Into<String>, datatype: DataType, shape: Vec<i64>, data: impl Into<Bytes>) -> Self {
         Tensor { name: name.into(), datatype, shape, data: data.into() }
     }
-
-    /// Checks that the data length agrees with datatype and shape (for BYTES: that the
-    /// length-prefixed elements are well formed and their count matches the shape).
-    pub fn validate(&self) -> Result<()> {
-        let count = element_count(&self.shape).ok_or_else(|| {
-            Error::invalid_arg(format!("invalid shape {:?} for input '{}'", self.shape, self.name))
-        })?;
-        match self.datatype.byte_size() {
-            Some(size) => {
-                let expected = count.checked_mul(size);
-                if expected != Some(self.data.len()) {
-                    return Err(Error::invalid_arg(format!(
-                        "input byte size mismatch for input '{}', expected {} bytes but got {}",
-                        self.name,
-                        expected.map(|e| e.to_string()).unwrap_or_else(|| "too many".into()),
-                        self.data.len()
-                    )));
-                }
-            }
-            None => {
-                let found = bytes_elements(&self.data)
-                    .try_fold(0usize, |n, e| e.map(|_| n + 1))
-                    .map_err(|_| {
-                        Error::invalid_arg(format!("malformed BYTES data for input '{}'", self.name))
-                    })?;
-                if found != count {
-                    return Err(Error::invalid_arg(format!(
-                        "unexpected number of string elements {} for input '{}', expecting {}",
-                        found, self.name, count
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Iterates the elements of serialized BYTES data; yields `Err(())` once at a truncated element.
@@ -224,17 +188,5 @@ mod tests {
         let items: Vec<_> = bytes_elements(&data).collect::<std::result::Result<_, _>>().unwrap();
         assert_eq!(items, vec![&b"ab"[..], b"", b"xyz"]);
         assert!(bytes_elements(&data[..data.len() - 1]).any(|e| e.is_err()));
-        let t = Tensor::new("s", DataType::Bytes, vec![3], data);
-        assert!(t.validate().is_ok());
-        let t = Tensor::new("s", DataType::Bytes, vec![2], t.data.clone());
-        assert!(t.validate().unwrap_err().message.contains("expecting 2"));
-    }
-
-    #[test]
-    fn validate_checks_fixed_size_lengths() {
-        let t = Tensor::new("x", DataType::Int32, vec![1, 4], vec![0u8; 16]);
-        assert!(t.validate().is_ok());
-        let t = Tensor::new("x", DataType::Int32, vec![1, 4], vec![0u8; 15]);
-        assert!(t.validate().is_err());
     }
 }
