@@ -316,7 +316,10 @@ impl ModelRepositoryManager {
             }
         }
         model_config::resolve_instance_kinds(&mut config, self.options.gpu_count);
-        model_config::validate(&config).map_err(Error::invalid_arg)?;
+        model_config::validate(&config)
+            .and_then(|()| model_config::validate_io(&config))
+            .and_then(|()| model_config::validate_instance_groups(&config, self.options.gpu_count))
+            .map_err(Error::invalid_arg)?;
         let versions = select_versions(&config, &available, name)?;
         Ok((backend, config, versions))
     }
