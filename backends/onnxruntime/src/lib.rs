@@ -11,6 +11,9 @@ mod ort_tensor;
 #[cfg(test)]
 mod tests;
 
+/// The process's ONNX Runtime, loaded as the backend loads it (also for in-process baselines).
+pub use library::environment;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};

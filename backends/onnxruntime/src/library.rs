@@ -120,7 +120,7 @@ fn not_found_message(platform: Platform) -> String {
 
 /// The process's ONNX Runtime environment, created on first use. A failure is not remembered,
 /// so installing the library and loading the model again works without a restart.
-pub(crate) fn environment() -> Result<Environment, String> {
+pub fn environment() -> Result<Environment, String> {
     static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
     let mut slot = ENVIRONMENT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(env) = slot.as_ref() {

@@ -45,7 +45,7 @@ pub struct RepositoryOptions {
     pub repositories: Vec<PathBuf>,
     pub config_name: Option<String>,
     pub auto_complete: bool,
-    /// `--backend-config` settings by backend name.
+    /// `--backend-config` settings by backend name; "" holds the global ones.
     pub backend_config: BTreeMap<String, BTreeMap<String, String>>,
     pub gpu_count: usize,
 }
@@ -207,7 +207,7 @@ impl ModelRepositoryManager {
                         version: v,
                         model_dir: model_dir.clone(),
                         version_dir: model_dir.join(v.to_string()),
-                        backend_config: self.options.backend_config.get(backend.name()).cloned().unwrap_or_default(),
+                        backend_config: self.backend_settings(backend.name()),
                     };
                     let (backend, config) = (&backend, config.clone());
                     s.spawn(move || (v, Model::load(backend.as_ref(), &location, config)))
@@ -286,8 +286,13 @@ impl ModelRepositoryManager {
                 config.name
             )));
         }
-        model_config::fill_defaults(&mut config, name);
         let available = version_dirs(model_dir);
+        if config.backend.is_empty() && config.platform.is_empty() && config.default_model_filename.is_empty() {
+            if let Some(&latest) = available.last() {
+                config.default_model_filename = known_model_file(&model_dir.join(latest.to_string())).unwrap_or_default();
+            }
+        }
+        model_config::fill_defaults(&mut config, name);
         let backend = self.backends.get(&config.backend).cloned().ok_or_else(|| {
             if config.platform == "ensemble" {
                 Error::unsupported("ensemble models are not supported yet")
@@ -310,7 +315,7 @@ impl ModelRepositoryManager {
                     version: latest,
                     model_dir: model_dir.to_path_buf(),
                     version_dir: model_dir.join(latest.to_string()),
-                    backend_config: self.options.backend_config.get(backend.name()).cloned().unwrap_or_default(),
+                    backend_config: self.backend_settings(backend.name()),
                 };
                 backend.auto_complete_config(&location, &mut config)?;
             }
@@ -361,6 +366,13 @@ impl ModelRepositoryManager {
             }
             log::info!("successfully unloaded '{name}' version {v}");
         }
+    }
+
+    /// `--backend-config` for one backend: global settings overlaid by the backend's own.
+    fn backend_settings(&self, backend: &str) -> BTreeMap<String, String> {
+        let mut settings = self.options.backend_config.get("").cloned().unwrap_or_default();
+        settings.extend(self.options.backend_config.get(backend).cloned().unwrap_or_default());
+        settings
     }
 
     fn fail_model(&self, name: &str, reason: String) {
@@ -500,6 +512,12 @@ pub fn version_dirs(model_dir: &Path) -> Vec<i64> {
         .collect();
     versions.sort_unstable();
     versions
+}
+
+/// With neither backend nor platform configured, Triton goes by the model file it finds.
+fn known_model_file(version_dir: &Path) -> Option<String> {
+    const KNOWN: [&str; 6] = ["model.onnx", "model.pt", "model.py", "model.plan", "model.savedmodel", "model.graphdef"];
+    KNOWN.iter().find(|f| version_dir.join(f).exists()).map(|f| f.to_string())
 }
 
 /// The versions the config's `version_policy` selects from those present.

@@ -29,12 +29,12 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     LogFormat::parse(s).ok_or_else(|| format!("invalid value '{s}': expected default or ISO8601"))
 }
 
-/// `<backend>,<setting>=<value>`.
+/// `<backend>,<setting>=<value>`, or `<setting>=<value>` for every backend.
 fn parse_backend_config(s: &str) -> Result<(String, String, String), String> {
     let err = || format!("--backend-config option format is '<backend name>,<setting>=<value>', got '{s}'");
-    let (backend, setting) = s.split_once(',').ok_or_else(err)?;
+    let (backend, setting) = s.split_once(',').unwrap_or(("", s));
     let (key, value) = setting.split_once('=').ok_or_else(err)?;
-    if backend.is_empty() || key.is_empty() {
+    if key.is_empty() || (s.contains(',') && backend.is_empty()) {
         return Err(err());
     }
     Ok((backend.to_string(), key.to_string(), value.to_string()))
@@ -147,10 +147,12 @@ mod tests {
             "nereid",
             "--model-repository=/a",
             "--backend-config=onnxruntime,default-max-batch-size=8",
+            "--backend-config=some-global=1",
             "--strict-model-config=true",
         ])
         .unwrap();
         assert_eq!(cli.backend_config_map()["onnxruntime"]["default-max-batch-size"], "8");
+        assert_eq!(cli.backend_config_map()[""]["some-global"], "1");
         assert!(!cli.auto_complete());
     }
 }

@@ -1,0 +1,78 @@
+"""Shared pieces of the benchmark scripts: starting Nereid, running perf_analyzer, printing tables."""
+
+import csv
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PERF_ANALYZER = os.environ.get("PERF_ANALYZER", str(ROOT.parent / "shared" / "tools" / "perf_analyzer"))
+NEREID = os.environ.get("NEREID_BIN", str(ROOT / "target" / "release" / "nereid"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid):
+    """Resident memory of a process in MiB (ps works on Linux and macOS)."""
+    out = subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout
+    return int(out.strip()) / 1024
+
+
+class Server:
+    """A Nereid process on free ports; `startup_s` is spawn-to-ready time."""
+
+    def __init__(self, repository, *args):
+        self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
+        cmd = [NEREID, "--model-repository", str(repository), f"--http-port={self.http}",
+               f"--grpc-port={self.grpc}", f"--metrics-port={self.metrics}", "--log-info=false", *args]
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(cmd)
+        url = f"http://127.0.0.1:{self.http}/v2/health/ready"
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nereid exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.perf_counter() - start > 30:
+                raise RuntimeError("nereid did not become ready in 30 s")
+            time.sleep(0.005)
+        self.startup_s = time.perf_counter() - start
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def perf_analyzer(model, url, protocol, concurrency, *extra, window_ms=2000):
+    """Runs perf_analyzer at one concurrency; returns infer/s, p50 and p99 in microseconds."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "pa.csv"
+        cmd = [PERF_ANALYZER, "-m", model, "-u", url, "-i", protocol, "--concurrency-range", str(concurrency),
+               "-p", str(window_ms), "--max-trials", "10", "-f", str(out), *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"perf_analyzer failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
+        row = next(csv.DictReader(out.open()))
+        return {
+            "infer_per_s": float(row["Inferences/Second"]),
+            "p50_us": float(row["p50 latency"]),
+            "p99_us": float(row["p99 latency"]),
+        }
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
