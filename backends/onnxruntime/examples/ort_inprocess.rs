@@ -10,13 +10,23 @@ use ort::value::{DynValue, Tensor};
 
 fn input(spec: &str) -> Result<(String, DynValue), String> {
     let mut parts = spec.splitn(3, ':');
-    let (name, dtype, dims) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let shape: Vec<i64> = dims.split(',').map(|d| d.parse().map_err(|_| format!("bad dims in '{spec}'"))).collect::<Result<_, _>>()?;
+    let (name, dtype, dims) =
+        (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let shape: Vec<i64> = dims
+        .split(',')
+        .map(|d| d.parse().map_err(|_| format!("bad dims in '{spec}'")))
+        .collect::<Result<_, _>>()?;
     let n: usize = shape.iter().product::<i64>() as usize;
     let value: DynValue = match dtype {
-        "INT32" => Tensor::from_array((shape, (0..n as i32).collect::<Vec<_>>())).map_err(|e| e.to_string())?.into_dyn(),
-        "INT8" => Tensor::from_array((shape, (0..n).map(|i| i as i8).collect::<Vec<_>>())).map_err(|e| e.to_string())?.into_dyn(),
-        "FP32" => Tensor::from_array((shape, (0..n).map(|i| (i % 97) as f32 / 97.0).collect::<Vec<_>>())).map_err(|e| e.to_string())?.into_dyn(),
+        "INT32" => Tensor::from_array((shape, (0..n as i32).collect::<Vec<_>>()))
+            .map_err(|e| e.to_string())?
+            .into_dyn(),
+        "INT8" => Tensor::from_array((shape, (0..n).map(|i| i as i8).collect::<Vec<_>>()))
+            .map_err(|e| e.to_string())?
+            .into_dyn(),
+        "FP32" => Tensor::from_array((shape, (0..n).map(|i| (i % 97) as f32 / 97.0).collect::<Vec<_>>()))
+            .map_err(|e| e.to_string())?
+            .into_dyn(),
         other => return Err(format!("unsupported datatype '{other}'")),
     };
     Ok((name.to_string(), value))
@@ -35,7 +45,8 @@ fn main() -> Result<(), String> {
             _ => positional.push(a.clone()),
         }
     }
-    let (model, specs) = positional.split_first().ok_or("usage: ort_inprocess MODEL.onnx NAME:DTYPE:DIMS ...")?;
+    let (model, specs) =
+        positional.split_first().ok_or("usage: ort_inprocess MODEL.onnx NAME:DTYPE:DIMS ...")?;
     let env = nereid_onnxruntime::environment()?;
     let mut builder = Session::builder(&env).map_err(|e| e.to_string())?;
     if threads > 0 {

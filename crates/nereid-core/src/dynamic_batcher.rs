@@ -18,11 +18,13 @@ pub(crate) enum BatchPolicy {
 impl BatchPolicy {
     pub fn from_config(config: &ModelConfig) -> BatchPolicy {
         match &config.scheduling_choice {
-            Some(SchedulingChoice::DynamicBatching(db)) if config.max_batch_size > 0 => BatchPolicy::Dynamic {
-                max_batch_size: config.max_batch_size as usize,
-                preferred: db.preferred_batch_size.iter().map(|&p| p.max(1) as usize).collect(),
-                max_delay: Duration::from_micros(db.max_queue_delay_microseconds),
-            },
+            Some(SchedulingChoice::DynamicBatching(db)) if config.max_batch_size > 0 => {
+                BatchPolicy::Dynamic {
+                    max_batch_size: config.max_batch_size as usize,
+                    preferred: db.preferred_batch_size.iter().map(|&p| p.max(1) as usize).collect(),
+                    max_delay: Duration::from_micros(db.max_queue_delay_microseconds),
+                }
+            }
             _ => BatchPolicy::Single,
         }
     }
@@ -70,7 +72,5 @@ impl BatchPolicy {
 fn same_shapes(a: &Job, b: &Job) -> bool {
     let (a, b) = (&a.request.inputs, &b.request.inputs);
     a.len() == b.len()
-        && a.iter().all(|ta| {
-            b.iter().any(|tb| tb.name == ta.name && tb.shape.get(1..) == ta.shape.get(1..))
-        })
+        && a.iter().all(|ta| b.iter().any(|tb| tb.name == ta.name && tb.shape.get(1..) == ta.shape.get(1..)))
 }

@@ -83,11 +83,7 @@ impl InferRequest {
         if !model_batches {
             return 1;
         }
-        self.inputs
-            .first()
-            .and_then(|t| t.shape.first())
-            .map(|&d| d.max(0) as usize)
-            .unwrap_or(1)
+        self.inputs.first().and_then(|t| t.shape.first()).map(|&d| d.max(0) as usize).unwrap_or(1)
     }
 }
 
@@ -225,7 +221,11 @@ impl InferRequest {
 
     fn validate_data(&self, t: &Tensor, prefix: &str, model: &str) -> Result<()> {
         let count = element_count(&t.shape).ok_or_else(|| {
-            Error::invalid_arg(format!("{prefix}invalid shape {} for input '{}'", dims_string(&t.shape), t.name))
+            Error::invalid_arg(format!(
+                "{prefix}invalid shape {} for input '{}'",
+                dims_string(&t.shape),
+                t.name
+            ))
         })?;
         match t.datatype.byte_size() {
             Some(size) => {
@@ -289,7 +289,11 @@ impl InferRequest {
                 ParamValue::String(s) => CorrelationId::String(s),
                 ParamValue::Uint(u) => CorrelationId::Uint(u),
                 ParamValue::Int(i) if i >= 0 => CorrelationId::Uint(i as u64),
-                _ => return Err(Error::invalid_arg("parameter 'sequence_id' must be a non-negative integer or a string")),
+                _ => {
+                    return Err(Error::invalid_arg(
+                        "parameter 'sequence_id' must be a non-negative integer or a string",
+                    ))
+                }
             };
         }
         if let Some(v) = parameters.remove("sequence_start") {

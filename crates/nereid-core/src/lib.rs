@@ -13,6 +13,7 @@ pub mod model;
 pub mod model_config;
 pub mod model_repository_manager;
 mod scheduler;
+mod sequence_batcher;
 pub mod server;
 pub mod stats;
 pub mod tensor;

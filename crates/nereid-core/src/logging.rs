@@ -54,11 +54,8 @@ impl LogSettings {
     }
     /// Sends the log to `path` (appending), or to standard error when empty.
     pub fn set_file(&self, path: &str) -> std::io::Result<()> {
-        let file = if path.is_empty() {
-            None
-        } else {
-            Some(File::options().create(true).append(true).open(path)?)
-        };
+        let file =
+            if path.is_empty() { None } else { Some(File::options().create(true).append(true).open(path)?) };
         *self.file.lock() = (path.to_string(), file);
         Ok(())
     }
@@ -173,9 +170,20 @@ mod tests {
     fn line_formats() {
         let t = UNIX_EPOCH + std::time::Duration::from_micros(1_795_491_001_000_042);
         let args = format_args!("hello");
-        let rec = log::Record::builder().args(args).level(log::Level::Info).file(Some("a/b/server.rs")).line(Some(7)).build();
+        let rec = log::Record::builder()
+            .args(args)
+            .level(log::Level::Info)
+            .file(Some("a/b/server.rs"))
+            .line(Some(7))
+            .build();
         let pid = std::process::id();
-        assert_eq!(format_line(LogFormat::Default, &rec, t), format!("I1124 03:30:01.000042 {pid} server.rs:7] hello\n"));
-        assert_eq!(format_line(LogFormat::Iso8601, &rec, t), format!("2026-11-24T03:30:01Z I {pid} server.rs:7] hello\n"));
+        assert_eq!(
+            format_line(LogFormat::Default, &rec, t),
+            format!("I1124 03:30:01.000042 {pid} server.rs:7] hello\n")
+        );
+        assert_eq!(
+            format_line(LogFormat::Iso8601, &rec, t),
+            format!("2026-11-24T03:30:01Z I {pid} server.rs:7] hello\n")
+        );
     }
 }

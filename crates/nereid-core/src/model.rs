@@ -1,9 +1,13 @@
 //! A loaded model version: its final config, its instances behind a scheduler, its statistics.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use nereid_proto::inference::ModelConfig;
+use tokio::sync::oneshot;
 
 use crate::backend::{Backend, InstanceKind, InstanceSpec, ModelLocation};
 use crate::classification::classify;
@@ -12,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::infer_request::InferRequest;
 use crate::infer_response::InferResponse;
 use crate::scheduler::Scheduler;
+use crate::sequence_batcher::SequenceBatcher;
 use crate::stats::ModelStats;
 use crate::tensor::Tensor;
 
@@ -20,11 +25,16 @@ pub struct Model {
     pub version: i64,
     pub config: ModelConfig,
     pub stats: Arc<ModelStats>,
+    sequences: Option<SequenceBatcher>,
     scheduler: Scheduler,
 }
 
 impl Model {
-    pub(crate) fn load(backend: &dyn Backend, location: &ModelLocation, config: ModelConfig) -> Result<Model> {
+    pub(crate) fn load(
+        backend: &dyn Backend,
+        location: &ModelLocation,
+        config: ModelConfig,
+    ) -> Result<Model> {
         let backend_model = backend.load_model(location, &config)?;
         let mut instances = Vec::new();
         for spec in instance_specs(&config) {
@@ -33,22 +43,50 @@ impl Model {
         }
         let stats = Arc::new(ModelStats::new(&location.name, location.version));
         let responses = Arc::new(ResponseBuilder::new(location, &config)?);
-        let scheduler = Scheduler::start(instances, BatchPolicy::from_config(&config), responses, stats.clone())?;
-        Ok(Model { name: location.name.clone(), version: location.version, config, stats, scheduler })
+        let scheduler =
+            Scheduler::start(instances, BatchPolicy::from_config(&config), responses, stats.clone())?;
+        let sequences = SequenceBatcher::from_config(&config);
+        Ok(Model {
+            name: location.name.clone(),
+            version: location.version,
+            config,
+            stats,
+            sequences,
+            scheduler,
+        })
     }
 
-    /// Validates the request against the config, then queues it for an instance.
-    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+    /// Validates the request against the config (and the sequence rules) and queues it now;
+    /// the response arrives through the returned [`Pending`]. Requests submitted one after
+    /// another reach the scheduler in that order.
+    pub fn submit(&self, mut request: InferRequest) -> Result<Pending> {
         request.validate(&self.config)?;
-        self.scheduler
-            .enqueue(request)
-            .await
-            .unwrap_or_else(|_| Err(Error::internal("request dropped by the scheduler")))
+        if let Some(sequences) = &self.sequences {
+            sequences.prepare(&mut request)?;
+        }
+        Ok(Pending(self.scheduler.enqueue(request)))
+    }
+
+    pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
+        self.submit(request)?.await
     }
 
     /// Finishes queued and running requests, then releases the instances.
     pub(crate) fn unload(&self) {
         self.scheduler.shutdown();
+    }
+}
+
+/// A queued request's response.
+pub struct Pending(oneshot::Receiver<Result<InferResponse>>);
+
+impl Future for Pending {
+    type Output = Result<InferResponse>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(Error::internal("request dropped by the scheduler"))))
     }
 }
 
@@ -62,7 +100,8 @@ pub fn instance_specs(config: &ModelConfig) -> Vec<InstanceSpec> {
             3 => InstanceKind::Model,
             _ => InstanceKind::Auto,
         };
-        let devices: Vec<i32> = if kind == InstanceKind::Gpu && !group.gpus.is_empty() { group.gpus.clone() } else { vec![0] };
+        let devices: Vec<i32> =
+            if kind == InstanceKind::Gpu && !group.gpus.is_empty() { group.gpus.clone() } else { vec![0] };
         let count = group.count.max(1);
         let mut index = 0;
         for &device_id in &devices {
@@ -73,7 +112,11 @@ pub fn instance_specs(config: &ModelConfig) -> Vec<InstanceSpec> {
         }
     }
     if specs.is_empty() {
-        specs.push(InstanceSpec { name: format!("{}_0", config.name), kind: InstanceKind::Cpu, device_id: 0 });
+        specs.push(InstanceSpec {
+            name: format!("{}_0", config.name),
+            kind: InstanceKind::Cpu,
+            device_id: 0,
+        });
     }
     specs
 }
@@ -96,7 +139,12 @@ impl ResponseBuilder {
             })?;
             labels.insert(out.name.clone(), text.lines().map(str::to_string).collect());
         }
-        Ok(ResponseBuilder { name: location.name.clone(), version: location.version, batching: config.max_batch_size > 0, labels })
+        Ok(ResponseBuilder {
+            name: location.name.clone(),
+            version: location.version,
+            batching: config.max_batch_size > 0,
+            labels,
+        })
     }
 
     pub fn batching(&self) -> bool {

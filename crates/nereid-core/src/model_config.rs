@@ -57,10 +57,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ModelConfig, ConfigError> {
     let (fixed, inserted) = text::add_list_colons(text);
     let message = DynamicMessage::parse_text_format(descriptor(), &fixed).map_err(|error| {
         // Errors without a place (unexpected end of input) are at the end.
-        let offset = error
-            .labels()
-            .and_then(|mut labels| labels.next())
-            .map(|label| label.offset());
+        let offset = error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset());
         let offset = text::original_offset(offset.unwrap_or(fixed.len()), &inserted);
         ConfigError {
             origin: path.display().to_string(),
@@ -68,9 +65,7 @@ pub fn parse(text: &str, path: &Path) -> Result<ModelConfig, ConfigError> {
             message: error.to_string(),
         }
     })?;
-    Ok(message
-        .transcode_to()
-        .expect("a parsed ModelConfig transcodes to its own type"))
+    Ok(message.transcode_to().expect("a parsed ModelConfig transcodes to its own type"))
 }
 
 /// Parses the JSON form of a config (a load request's `config` parameter): protobuf's JSON
@@ -84,9 +79,7 @@ pub fn from_json(value: &serde_json::Value) -> Result<ModelConfig, ConfigError> 
         position: None,
         message: error.to_string(),
     })?;
-    Ok(message
-        .transcode_to()
-        .expect("a parsed ModelConfig transcodes to its own type"))
+    Ok(message.transcode_to().expect("a parsed ModelConfig transcodes to its own type"))
 }
 
 /// The config as `GET /v2/models/{model}/config` shows it.
@@ -103,9 +96,7 @@ pub fn load_config_file(
     config_name: Option<&str>,
 ) -> Result<Option<ModelConfig>, ConfigError> {
     let named = config_name.map(|name| model_dir.join("configs").join(format!("{name}.pbtxt")));
-    let path = named
-        .filter(|path| path.is_file())
-        .unwrap_or_else(|| model_dir.join("config.pbtxt"));
+    let path = named.filter(|path| path.is_file()).unwrap_or_else(|| model_dir.join("config.pbtxt"));
     match std::fs::read_to_string(&path) {
         Ok(text) => parse(&text, &path).map(Some),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -160,10 +151,7 @@ output [
         assert_eq!(config.max_batch_size, 1);
         assert_eq!(config.input[0].dims, [3, 224, 224]);
         assert_eq!(config.input[0].data_type(), DataType::TypeFp32);
-        assert_eq!(
-            config.output[0].reshape.as_ref().unwrap().shape,
-            [1000, 1, 1]
-        );
+        assert_eq!(config.output[0].reshape.as_ref().unwrap().shape, [1000, 1, 1]);
         assert_eq!(config.output[0].label_filename, "densenet_labels.txt");
     }
 
@@ -181,14 +169,10 @@ version_policy: { specific { versions: [1, 3] } }"#,
         );
         assert_eq!(config.instance_group[0].kind(), Kind::Cpu);
         assert_eq!(config.instance_group[0].count, 2);
-        assert!(matches!(
-            config.scheduling_choice,
-            Some(SchedulingChoice::DynamicBatching(_))
-        ));
+        assert!(matches!(config.scheduling_choice, Some(SchedulingChoice::DynamicBatching(_))));
         assert_eq!(config.parameters["x"].string_value, "y [z]");
         assert_eq!(config.parameters["execute_delay_ms"].string_value, "3");
-        let Some(PolicyChoice::Specific(specific)) = config.version_policy.unwrap().policy_choice
-        else {
+        let Some(PolicyChoice::Specific(specific)) = config.version_policy.unwrap().policy_choice else {
             panic!("expected a specific version policy")
         };
         assert_eq!(specific.versions, [1, 3]);
@@ -222,18 +206,9 @@ sequence_batching {
             panic!("expected sequence batching")
         };
         assert_eq!(batching.max_sequence_idle_microseconds, 10_000_000);
-        assert_eq!(
-            batching.control_input[0].control[0].kind(),
-            ControlKind::ControlSequenceStart
-        );
-        assert_eq!(
-            batching.control_input[0].control[0].int32_false_true,
-            [0, 1]
-        );
-        assert_eq!(
-            batching.control_input[1].control[0].data_type(),
-            DataType::TypeUint64
-        );
+        assert_eq!(batching.control_input[0].control[0].kind(), ControlKind::ControlSequenceStart);
+        assert_eq!(batching.control_input[0].control[0].int32_false_true, [0, 1]);
+        assert_eq!(batching.control_input[1].control[0].data_type(), DataType::TypeUint64);
     }
 
     #[test]
@@ -264,10 +239,7 @@ ensemble_scheduling {
         };
         assert_eq!(ensemble.step.len(), 2);
         assert_eq!(ensemble.step[0].model_version, -1);
-        assert_eq!(
-            ensemble.step[1].input_map["gpu_0/data"],
-            "preprocessed_image"
-        );
+        assert_eq!(ensemble.step[1].input_map["gpu_0/data"], "preprocessed_image");
         assert_eq!(ensemble.step[1].output_map["gpu_0/softmax"], "OUTPUT");
     }
 
@@ -282,11 +254,9 @@ ensemble_scheduling {
              message 'inference.ModelInput'"
         );
 
-        let error = parse(
-            "name: \"m\"\nmax_batch_size: [ 8 ]\ninput [ { data_type: TYPE_FP3 } ]",
-            Path::new("c"),
-        )
-        .unwrap_err();
+        let error =
+            parse("name: \"m\"\nmax_batch_size: [ 8 ]\ninput [ { data_type: TYPE_FP3 } ]", Path::new("c"))
+                .unwrap_err();
         assert_eq!(error.position, Some((2, 17)), "{error}");
 
         let error = parse("input [ { data_type: TYPE_FP3 } ]", Path::new("c")).unwrap_err();
@@ -304,12 +274,7 @@ ensemble_scheduling {
         resolve_instance_kinds(&mut config, 0);
         let rendered = to_json(&config);
         // Top-level keys in Triton's order (declaration order); unset messages are absent.
-        let keys: Vec<&str> = rendered
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys: Vec<&str> = rendered.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
@@ -332,10 +297,7 @@ ensemble_scheduling {
                 "model_warmup"
             ]
         );
-        assert_eq!(
-            rendered["version_policy"],
-            json!({"latest": {"num_versions": 1}})
-        );
+        assert_eq!(rendered["version_policy"], json!({"latest": {"num_versions": 1}}));
         assert_eq!(
             rendered["output"][0],
             json!({
@@ -371,10 +333,7 @@ ensemble_scheduling {
         let batching = &to_json(&config)["dynamic_batching"];
         assert_eq!(batching["max_queue_delay_microseconds"], json!(100));
         assert_eq!(batching["priority_levels"], json!(2));
-        assert_eq!(
-            batching["priority_queue_policy"]["2"]["default_timeout_microseconds"],
-            json!(5)
-        );
+        assert_eq!(batching["priority_queue_policy"]["2"]["default_timeout_microseconds"], json!(5));
 
         let config = parse_str(
             "sequence_batching { direct { minimum_slot_utilization: 0.1 }
@@ -382,10 +341,7 @@ ensemble_scheduling {
         );
         let batching = &to_json(&config)["sequence_batching"];
         assert_eq!(batching["direct"]["minimum_slot_utilization"], json!(0.1));
-        assert_eq!(
-            batching["control_input"][0]["control"][0]["fp32_false_true"],
-            json!([0, 1.5])
-        );
+        assert_eq!(batching["control_input"][0]["control"][0]["fp32_false_true"], json!([0, 1.5]));
     }
 
     #[test]
@@ -425,9 +381,6 @@ ensemble_scheduling {
 
         std::fs::write(dir.path().join("config.pbtxt"), "name: \"a\"\nbad").unwrap();
         let error = load_config_file(dir.path(), None).unwrap_err();
-        assert!(
-            error.to_string().contains("config.pbtxt: line 2"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("config.pbtxt: line 2"), "{error}");
     }
 }

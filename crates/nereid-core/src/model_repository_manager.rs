@@ -120,9 +120,10 @@ impl ModelRepositoryManager {
                 }
                 match found.get_mut(&name) {
                     Some(slot) => {
-                        *slot = Err(Error::invalid_arg(format!(
+                        log::error!(
                             "failed to poll model '{name}': not unique across all model repositories"
-                        )))
+                        );
+                        *slot = Err(Error::invalid_arg("model appears in two or more repositories"))
                     }
                     None => {
                         found.insert(name, Ok(entry.path()));
@@ -149,9 +150,8 @@ impl ModelRepositoryManager {
         let model_dir = match overrides.as_ref().filter(|o| !o.files.is_empty()) {
             Some(o) => {
                 if o.config_json.is_none() {
-                    return Err(Error::invalid_arg(format!(
-                        "failed to load '{name}', the model configuration must be provided with the model files"
-                    )));
+                    log::error!("Load parameter 'config' must be specified for model file override");
+                    return Err(poll_failed(name));
                 }
                 let dir = write_override_files(name, &o.files)?;
                 let path = dir.path().join(name);
@@ -164,15 +164,12 @@ impl ModelRepositoryManager {
                     self.fail_model(name, e.message.clone());
                     return Err(Error::invalid_arg(format!("failed to load '{name}', {}", e.message)));
                 }
-                None => {
-                    return Err(Error::invalid_arg(format!(
-                        "failed to load '{name}', failed to poll from model repository"
-                    )))
-                }
+                None => return Err(poll_failed(name)),
             },
         };
         let fingerprint = fingerprint(&model_dir);
-        let prepared = self.prepare(name, &model_dir, overrides.as_ref().and_then(|o| o.config_json.as_deref()));
+        let prepared =
+            self.prepare(name, &model_dir, overrides.as_ref().and_then(|o| o.config_json.as_deref()));
         let (backend, config, versions) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -263,8 +260,9 @@ impl ModelRepositoryManager {
     ) -> Result<(Arc<dyn Backend>, ModelConfig, Vec<i64>)> {
         let mut config = match config_json {
             Some(json) => {
-                let value: serde_json::Value = serde_json::from_str(json)
-                    .map_err(|e| Error::invalid_arg(format!("failed to parse the model configuration: {e}")))?;
+                let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+                    Error::invalid_arg(format!("failed to parse the model configuration: {e}"))
+                })?;
                 model_config::from_json(&value).map_err(|e| Error::invalid_arg(e.to_string()))?
             }
             None => match model_config::load_config_file(model_dir, self.options.config_name.as_deref())
@@ -287,9 +285,11 @@ impl ModelRepositoryManager {
             )));
         }
         let available = version_dirs(model_dir);
-        if config.backend.is_empty() && config.platform.is_empty() && config.default_model_filename.is_empty() {
+        if config.backend.is_empty() && config.platform.is_empty() && config.default_model_filename.is_empty()
+        {
             if let Some(&latest) = available.last() {
-                config.default_model_filename = known_model_file(&model_dir.join(latest.to_string())).unwrap_or_default();
+                config.default_model_filename =
+                    known_model_file(&model_dir.join(latest.to_string())).unwrap_or_default();
             }
         }
         model_config::fill_defaults(&mut config, name);
@@ -387,11 +387,13 @@ impl ModelRepositoryManager {
     pub fn get_model(&self, name: &str, version: Option<i64>) -> Result<Arc<Model>> {
         let models = self.models.read();
         let Some(entry) = models.get(name).filter(|e| !e.versions.is_empty()) else {
-            return Err(Error::invalid_arg(format!("Request for unknown model: '{name}' is not found")));
+            return Err(Error::not_found(format!("Request for unknown model: '{name}' is not found")));
         };
         match version {
             Some(v) => match entry.versions.get(&v) {
-                None => Err(Error::not_found(format!("Request for unknown model: '{name}' version {v} is not found"))),
+                None => Err(Error::not_found(format!(
+                    "Request for unknown model: '{name}' version {v} is not found"
+                ))),
                 Some(slot) => match (&slot.model, slot.state) {
                     (Some(m), ModelState::Ready) => Ok(m.clone()),
                     _ => Err(Error::unavailable(format!(
@@ -405,7 +407,9 @@ impl ModelRepositoryManager {
                 .rev()
                 .find(|s| s.state == ModelState::Ready)
                 .and_then(|s| s.model.clone())
-                .ok_or_else(|| Error::not_found(format!("Request for unknown model: '{name}' has no available versions"))),
+                .ok_or_else(|| {
+                    Error::not_found(format!("Request for unknown model: '{name}' has no available versions"))
+                }),
         }
     }
 
@@ -417,7 +421,11 @@ impl ModelRepositoryManager {
 
     /// Models known to the manager, with their versions.
     pub fn versions(&self, name: &str) -> Vec<(i64, ModelState)> {
-        self.models.read().get(name).map(|e| e.versions.iter().map(|(&v, s)| (v, s.state)).collect()).unwrap_or_default()
+        self.models
+            .read()
+            .get(name)
+            .map(|e| e.versions.iter().map(|(&v, s)| (v, s.state)).collect())
+            .unwrap_or_default()
     }
 
     /// Triton's repository index: every model in the repositories and every one loaded.
@@ -437,7 +445,12 @@ impl ModelRepositoryManager {
                             (Some(e), ModelState::Unavailable) => e.clone(),
                             _ => slot.reason.clone(),
                         };
-                        out.push(IndexEntry { name: name.clone(), version: Some(v), state: Some(slot.state), reason });
+                        out.push(IndexEntry {
+                            name: name.clone(),
+                            version: Some(v),
+                            state: Some(slot.state),
+                            reason,
+                        });
                     }
                 }
                 Some(entry) if !ready_only && entry.error.is_some() => out.push(IndexEntry {
@@ -446,7 +459,9 @@ impl ModelRepositoryManager {
                     state: Some(ModelState::Unavailable),
                     reason: entry.error.clone().unwrap_or_default(),
                 }),
-                _ if !ready_only => out.push(IndexEntry { name, version: None, state: None, reason: String::new() }),
+                _ if !ready_only => {
+                    out.push(IndexEntry { name, version: None, state: None, reason: String::new() })
+                }
                 _ => {}
             }
         }
@@ -491,8 +506,16 @@ impl ModelRepositoryManager {
 
     /// True when every version that was asked to load is ready.
     pub fn all_ready(&self) -> bool {
-        self.models.read().values().all(|e| e.error.is_none() && e.versions.values().all(|s| s.state == ModelState::Ready || s.reason == "unloaded"))
+        self.models.read().values().all(|e| {
+            e.error.is_none()
+                && e.versions.values().all(|s| s.state == ModelState::Ready || s.reason == "unloaded")
+        })
     }
+}
+
+/// Triton's answer to a load whose model could not be read from the repositories.
+fn poll_failed(name: &str) -> Error {
+    Error::internal(format!("failed to load '{name}', failed to poll from model repository"))
 }
 
 /// Numeric version folders; names starting with '0' or not numeric are ignored, as in Triton.
@@ -516,7 +539,8 @@ pub fn version_dirs(model_dir: &Path) -> Vec<i64> {
 
 /// With neither backend nor platform configured, Triton goes by the model file it finds.
 fn known_model_file(version_dir: &Path) -> Option<String> {
-    const KNOWN: [&str; 6] = ["model.onnx", "model.pt", "model.py", "model.plan", "model.savedmodel", "model.graphdef"];
+    const KNOWN: [&str; 6] =
+        ["model.onnx", "model.pt", "model.py", "model.plan", "model.savedmodel", "model.graphdef"];
     KNOWN.iter().find(|f| version_dir.join(f).exists()).map(|f| f.to_string())
 }
 
@@ -560,7 +584,11 @@ fn fingerprint(dir: &Path) -> Fingerprint {
             if meta.as_ref().is_some_and(|m| m.is_dir()) {
                 stack.push(path.clone());
             }
-            out.push((path, meta.as_ref().and_then(|m| m.modified().ok()), meta.map(|m| m.len()).unwrap_or(0)));
+            out.push((
+                path,
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map(|m| m.len()).unwrap_or(0),
+            ));
         }
     }
     out.sort();
@@ -576,7 +604,9 @@ fn write_override_files(name: &str, files: &BTreeMap<String, Vec<u8>>) -> Result
     let root = dir.path().join(name);
     for (rel, content) in files {
         let rel_path = Path::new(rel);
-        if rel_path.is_absolute() || rel_path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        if rel_path.is_absolute()
+            || rel_path.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
             return Err(Error::invalid_arg(format!("invalid file path '{rel}' in model load request")));
         }
         let path = root.join(rel_path);
@@ -595,7 +625,10 @@ mod tests {
     use nereid_proto::inference::{model_version_policy as mvp, ModelVersionPolicy};
 
     fn with_policy(p: mvp::PolicyChoice) -> ModelConfig {
-        ModelConfig { version_policy: Some(ModelVersionPolicy { policy_choice: Some(p) }), ..Default::default() }
+        ModelConfig {
+            version_policy: Some(ModelVersionPolicy { policy_choice: Some(p) }),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Worker {
             let response = result.and_then(|outputs| self.responses.build(&request, outputs));
             let total = request.received.elapsed();
             match &response {
-                Ok(_) => self.stats.record_success(total, timer.start.saturating_duration_since(queued), times),
+                Ok(_) => {
+                    self.stats.record_success(total, timer.start.saturating_duration_since(queued), times)
+                }
                 Err(_) => self.stats.record_failure(total, "BACKEND"),
             }
             let _ = reply.send(response);

@@ -9,8 +9,10 @@ use crate::error::{Error, Result};
 use crate::infer_request::InferRequest;
 use crate::infer_response::InferResponse;
 use crate::logging::LogSettings;
-use crate::model::Model;
-use crate::model_repository_manager::{ControlMode, IndexEntry, LoadOverride, ModelRepositoryManager, ModelState};
+use crate::model::{Model, Pending};
+use crate::model_repository_manager::{
+    ControlMode, IndexEntry, LoadOverride, ModelRepositoryManager, ModelState,
+};
 use crate::stats::StatsSnapshot;
 use crate::tensor::DataType;
 
@@ -21,6 +23,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
     "binary_tensor_data",
     "parameters",
+    "sequence",
     "statistics",
     "logging",
 ];
@@ -125,29 +128,32 @@ impl InferenceServer {
         })
     }
 
+    /// Queues a request now (see [`Model::submit`]); await the result for its response.
+    pub fn submit(&self, request: InferRequest) -> Result<Pending> {
+        self.model(&request.model_name, request.model_version)?.submit(request)
+    }
+
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
-        let model = self.model(&request.model_name, request.model_version)?;
-        model.infer(request).await
+        self.submit(request)?.await
     }
 
     /// Statistics of one model (all its ready versions, or one), or of every model.
     pub fn statistics(&self, name: Option<&str>, version: Option<i64>) -> Result<Vec<ModelStatistics>> {
-        let models: Vec<Arc<Model>> = match (name, version) {
-            (Some(n), version) => {
-                let all: Vec<_> = self.repository.ready_models().into_iter().filter(|m| m.name == n).collect();
-                if all.is_empty() {
-                    return Err(Error::invalid_arg(format!("requested model '{n}' is not available")));
-                }
-                let picked: Vec<_> = all.into_iter().filter(|m| version.is_none_or(|v| m.version == v)).collect();
-                if picked.is_empty() {
+        let mut models = self.repository.ready_models();
+        if let Some(n) = name {
+            models.retain(|m| m.name == n);
+            if models.is_empty() {
+                return Err(Error::invalid_arg(format!("requested model '{n}' is not available")));
+            }
+            if let Some(v) = version {
+                models.retain(|m| m.version == v);
+                if models.is_empty() {
                     return Err(Error::invalid_arg(format!(
                         "requested model version is not available for model '{n}'"
                     )));
                 }
-                picked
             }
-            (None, _) => self.repository.ready_models(),
-        };
+        }
         Ok(models
             .into_iter()
             .map(|m| ModelStatistics { name: m.name.clone(), version: m.version, stats: m.stats.snapshot() })

@@ -5,7 +5,6 @@
 
 use bytes::Bytes;
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DataType {
     Bool,

@@ -42,9 +42,16 @@ fn le<T: Copy, const N: usize>(values: &[T], to_bytes: impl Fn(T) -> [u8; N]) ->
 
 /// The tensor's data from its typed contents. INT8/INT16 and UINT8/UINT16 travel in the 32-bit
 /// fields and are narrowed; FP16/BF16 have no typed field (raw contents only).
-pub fn typed_to_bytes(input: &str, model: &str, datatype: DataType, c: &InferTensorContents) -> Result<Vec<u8>> {
+pub fn typed_to_bytes(
+    input: &str,
+    model: &str,
+    datatype: DataType,
+    c: &InferTensorContents,
+) -> Result<Vec<u8>> {
     let mut out = Collector { input, model, datatype, data: None };
-    out.add(!c.bool_contents.is_empty(), DataType::Bool, || c.bool_contents.iter().map(|&b| u8::from(b)).collect())?;
+    out.add(!c.bool_contents.is_empty(), DataType::Bool, || {
+        c.bool_contents.iter().map(|&b| u8::from(b)).collect()
+    })?;
     let int_type = match datatype {
         DataType::Int8 | DataType::Int16 => datatype,
         _ => DataType::Int32,
@@ -83,17 +90,50 @@ mod tests {
     #[test]
     fn every_type_becomes_little_endian_bytes() {
         let c = InferTensorContents::default;
-        assert_eq!(bytes(DataType::Bool, InferTensorContents { bool_contents: vec![true, false], ..c() }).unwrap(), [1, 0]);
-        assert_eq!(bytes(DataType::Int8, InferTensorContents { int_contents: vec![-1, 2], ..c() }).unwrap(), [0xff, 2]);
-        assert_eq!(bytes(DataType::Int16, InferTensorContents { int_contents: vec![-2, 258], ..c() }).unwrap(), [0xfe, 0xff, 2, 1]);
-        assert_eq!(bytes(DataType::Int32, InferTensorContents { int_contents: vec![-2], ..c() }).unwrap(), (-2i32).to_le_bytes());
-        assert_eq!(bytes(DataType::Int64, InferTensorContents { int64_contents: vec![-3], ..c() }).unwrap(), (-3i64).to_le_bytes());
-        assert_eq!(bytes(DataType::Uint8, InferTensorContents { uint_contents: vec![255, 7], ..c() }).unwrap(), [255, 7]);
-        assert_eq!(bytes(DataType::Uint16, InferTensorContents { uint_contents: vec![513], ..c() }).unwrap(), [1, 2]);
-        assert_eq!(bytes(DataType::Uint32, InferTensorContents { uint_contents: vec![0x0102_0304], ..c() }).unwrap(), [4, 3, 2, 1]);
-        assert_eq!(bytes(DataType::Uint64, InferTensorContents { uint64_contents: vec![1], ..c() }).unwrap(), 1u64.to_le_bytes());
-        assert_eq!(bytes(DataType::Fp32, InferTensorContents { fp32_contents: vec![1.5], ..c() }).unwrap(), 1.5f32.to_le_bytes());
-        assert_eq!(bytes(DataType::Fp64, InferTensorContents { fp64_contents: vec![-0.25], ..c() }).unwrap(), (-0.25f64).to_le_bytes());
+        assert_eq!(
+            bytes(DataType::Bool, InferTensorContents { bool_contents: vec![true, false], ..c() }).unwrap(),
+            [1, 0]
+        );
+        assert_eq!(
+            bytes(DataType::Int8, InferTensorContents { int_contents: vec![-1, 2], ..c() }).unwrap(),
+            [0xff, 2]
+        );
+        assert_eq!(
+            bytes(DataType::Int16, InferTensorContents { int_contents: vec![-2, 258], ..c() }).unwrap(),
+            [0xfe, 0xff, 2, 1]
+        );
+        assert_eq!(
+            bytes(DataType::Int32, InferTensorContents { int_contents: vec![-2], ..c() }).unwrap(),
+            (-2i32).to_le_bytes()
+        );
+        assert_eq!(
+            bytes(DataType::Int64, InferTensorContents { int64_contents: vec![-3], ..c() }).unwrap(),
+            (-3i64).to_le_bytes()
+        );
+        assert_eq!(
+            bytes(DataType::Uint8, InferTensorContents { uint_contents: vec![255, 7], ..c() }).unwrap(),
+            [255, 7]
+        );
+        assert_eq!(
+            bytes(DataType::Uint16, InferTensorContents { uint_contents: vec![513], ..c() }).unwrap(),
+            [1, 2]
+        );
+        assert_eq!(
+            bytes(DataType::Uint32, InferTensorContents { uint_contents: vec![0x0102_0304], ..c() }).unwrap(),
+            [4, 3, 2, 1]
+        );
+        assert_eq!(
+            bytes(DataType::Uint64, InferTensorContents { uint64_contents: vec![1], ..c() }).unwrap(),
+            1u64.to_le_bytes()
+        );
+        assert_eq!(
+            bytes(DataType::Fp32, InferTensorContents { fp32_contents: vec![1.5], ..c() }).unwrap(),
+            1.5f32.to_le_bytes()
+        );
+        assert_eq!(
+            bytes(DataType::Fp64, InferTensorContents { fp64_contents: vec![-0.25], ..c() }).unwrap(),
+            (-0.25f64).to_le_bytes()
+        );
         let strings = InferTensorContents { bytes_contents: vec![b"ab".to_vec(), vec![]], ..c() };
         assert_eq!(bytes(DataType::Bytes, strings).unwrap(), [2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
         assert_eq!(bytes(DataType::Fp32, c()).unwrap(), Vec::<u8>::new());
@@ -108,7 +148,8 @@ mod tests {
         );
         let fp16 = InferTensorContents { fp32_contents: vec![1.0], ..Default::default() };
         assert!(bytes(DataType::Fp16, fp16).is_err());
-        let two = InferTensorContents { fp32_contents: vec![1.0], fp64_contents: vec![1.0], ..Default::default() };
+        let two =
+            InferTensorContents { fp32_contents: vec![1.0], fp64_contents: vec![1.0], ..Default::default() };
         assert_eq!(
             bytes(DataType::Fp32, two).unwrap_err().message,
             "unexpected explicit tensor data for input tensor 'x' for model 'm', binary data was already supplied."

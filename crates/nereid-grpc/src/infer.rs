@@ -2,6 +2,7 @@
 //! with Triton's texts for what only the wire can get wrong (`infer_handler.cc`, `grpc_utils.cc`).
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use nereid_core::infer_request::{parse_version, InferRequest, ParamValue, Parameters, RequestedOutput};
 use nereid_core::infer_response::InferResponse;
@@ -14,15 +15,27 @@ use nereid_proto::inference::{InferParameter, ModelInferRequest, ModelInferRespo
 
 /// Decodes, runs and encodes one request; shared by ModelInfer and ModelStreamInfer.
 pub async fn run(server: &InferenceServer, request: ModelInferRequest) -> Result<ModelInferResponse> {
+    submit(server, request).await
+}
+
+/// Converts and queues a request at once; the returned future waits for its response. A stream
+/// submits its requests in arrival order this way, which sequences rely on.
+pub fn submit(
+    server: &InferenceServer,
+    request: ModelInferRequest,
+) -> impl Future<Output = Result<ModelInferResponse>> {
     let id = if request.id.is_empty() { "<id_unknown>".to_string() } else { request.id.clone() };
-    let result = match to_core(request) {
-        Ok(request) => server.infer(request).await.map(to_wire),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = &result {
-        log::debug!("[request id: {id}] Infer failed: {e}");
+    let queued = to_core(request).and_then(|r| server.submit(r));
+    async move {
+        let result = match queued {
+            Ok(pending) => pending.await.map(to_wire),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            log::debug!("[request id: {id}] Infer failed: {e}");
+        }
+        result
     }
-    result
 }
 
 pub fn to_core(wire: ModelInferRequest) -> Result<InferRequest> {
@@ -84,7 +97,9 @@ fn classification(parameters: &HashMap<String, InferParameter>) -> Result<u32> {
         return Ok(0);
     };
     let Some(ParameterChoice::Int64Param(count)) = param.parameter_choice else {
-        return Err(Error::invalid_arg("invalid value type for 'classification' parameter, expected int64_param"));
+        return Err(Error::invalid_arg(
+            "invalid value type for 'classification' parameter, expected int64_param",
+        ));
     };
     if count <= 0 {
         return Err(Error::invalid_arg("invalid value for 'classification' parameter, expected >= 0"));
@@ -159,7 +174,13 @@ mod tests {
     }
 
     fn input(name: &str, contents: Option<InferTensorContents>) -> InferInputTensor {
-        InferInputTensor { name: name.into(), datatype: "INT32".into(), shape: vec![1], contents, ..Default::default() }
+        InferInputTensor {
+            name: name.into(),
+            datatype: "INT32".into(),
+            shape: vec![1],
+            contents,
+            ..Default::default()
+        }
     }
 
     fn request(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
@@ -192,14 +213,16 @@ mod tests {
 
     #[test]
     fn request_fields_reach_the_core() {
-        let mut wire = request(vec![input("a", None), input("b", None)], vec![vec![1, 0, 0, 0], vec![2, 0, 0, 0]]);
+        let mut wire =
+            request(vec![input("a", None), input("b", None)], vec![vec![1, 0, 0, 0], vec![2, 0, 0, 0]]);
         wire.model_version = "2".into();
         wire.id = "r1".into();
         wire.parameters = HashMap::from([
             ("sequence_id".to_string(), param(ParameterChoice::Int64Param(7))),
             ("custom".to_string(), param(ParameterChoice::StringParam("v".into()))),
         ]);
-        let classified = HashMap::from([("classification".to_string(), param(ParameterChoice::Int64Param(3)))]);
+        let classified =
+            HashMap::from([("classification".to_string(), param(ParameterChoice::Int64Param(3)))]);
         wire.outputs = vec![
             InferRequestedOutputTensor { name: "o1".into(), parameters: classified },
             InferRequestedOutputTensor { name: "o2".into(), ..Default::default() },
@@ -225,8 +248,12 @@ mod tests {
         let err = to_core(request(vec![input("a", None), input("b", None)], vec![vec![0; 4]])).unwrap_err();
         assert_eq!(err.message, "unable to find data for input tensor 'b' for model 'm' in request.");
         let typed = InferTensorContents { int_contents: vec![1], ..Default::default() };
-        let err = to_core(request(vec![input("a", None), input("b", Some(typed))], vec![vec![0; 4]])).unwrap_err();
-        assert_eq!(err.message, "contents field must not be specified when using raw_input_contents for 'b' for model 'm'");
+        let err =
+            to_core(request(vec![input("a", None), input("b", Some(typed))], vec![vec![0; 4]])).unwrap_err();
+        assert_eq!(
+            err.message,
+            "contents field must not be specified when using raw_input_contents for 'b' for model 'm'"
+        );
         let mut bad = input("a", None);
         bad.datatype = "FLOAT".into();
         assert_eq!(to_core(request(vec![bad], vec![vec![0; 4]])).unwrap_err().code, Code::InvalidArg);
@@ -234,13 +261,17 @@ mod tests {
 
     #[test]
     fn classification_and_shared_memory_parameters() {
-        let wrong = HashMap::from([("classification".to_string(), param(ParameterChoice::StringParam("2".into())))]);
+        let wrong =
+            HashMap::from([("classification".to_string(), param(ParameterChoice::StringParam("2".into())))]);
         assert_eq!(
             classification(&wrong).unwrap_err().message,
             "invalid value type for 'classification' parameter, expected int64_param"
         );
         let zero = HashMap::from([("classification".to_string(), param(ParameterChoice::Int64Param(0)))]);
-        assert_eq!(classification(&zero).unwrap_err().message, "invalid value for 'classification' parameter, expected >= 0");
+        assert_eq!(
+            classification(&zero).unwrap_err().message,
+            "invalid value for 'classification' parameter, expected >= 0"
+        );
         let mut shm = input("a", None);
         shm.parameters.insert("shared_memory_region".into(), param(ParameterChoice::StringParam("r".into())));
         assert_eq!(to_core(request(vec![shm], vec![])).unwrap_err().code, Code::Unsupported);
@@ -248,13 +279,18 @@ mod tests {
 
     #[test]
     fn responses_carry_raw_contents_in_output_order() {
-        let mut response = InferResponse { model_name: "m".into(), model_version: 3, id: "r".into(), ..Default::default() };
+        let mut response =
+            InferResponse { model_name: "m".into(), model_version: 3, id: "r".into(), ..Default::default() };
         response.outputs.push(Tensor::new("o1", DataType::Fp32, vec![1], 1f32.to_le_bytes().to_vec()));
         response.outputs.push(Tensor::new("o2", DataType::Bytes, vec![0], Vec::new()));
         response.parameters.insert("p".into(), ParamValue::Int(1));
         let wire = to_wire(response);
-        assert_eq!((wire.model_name.as_str(), wire.model_version.as_str(), wire.id.as_str()), ("m", "3", "r"));
-        let outs: Vec<_> = wire.outputs.iter().map(|o| (o.name.as_str(), o.datatype.as_str(), o.shape.clone())).collect();
+        assert_eq!(
+            (wire.model_name.as_str(), wire.model_version.as_str(), wire.id.as_str()),
+            ("m", "3", "r")
+        );
+        let outs: Vec<_> =
+            wire.outputs.iter().map(|o| (o.name.as_str(), o.datatype.as_str(), o.shape.clone())).collect();
         assert_eq!(outs, [("o1", "FP32", vec![1]), ("o2", "BYTES", vec![0])]);
         assert_eq!(wire.raw_output_contents, [1f32.to_le_bytes().to_vec(), vec![]]);
         assert_eq!(wire.parameters["p"], param(ParameterChoice::Int64Param(1)));

@@ -16,7 +16,8 @@ pub fn update(s: &LogSettings, request: &HashMap<String, InValue>) -> Result<()>
     if get("log_file").is_some() {
         return Err(Error::unsupported("log file location can not be updated through network protocol"));
     }
-    let flags: [(&str, &AtomicBool); 3] = [("log_info", &s.info), ("log_warning", &s.warning), ("log_error", &s.error)];
+    let flags: [(&str, &AtomicBool); 3] =
+        [("log_info", &s.info), ("log_warning", &s.warning), ("log_error", &s.error)];
     for (name, flag) in flags {
         match get(name) {
             None => {}
@@ -75,8 +76,14 @@ mod tests {
 
         let err = |name: &str, choice| update(s, &setting(name, choice)).unwrap_err();
         assert_eq!(err("log_info", In::Uint32Param(1)).message, "expect boolean for 'log_info'");
-        assert_eq!(err("log_verbose_level", In::BoolParam(true)).message, "expect int32 for 'log_verbose_level'");
-        assert_eq!(err("log_format", In::StringParam("json".into())).message, "invalid argument for log_format, got: json");
+        assert_eq!(
+            err("log_verbose_level", In::BoolParam(true)).message,
+            "expect int32 for 'log_verbose_level'"
+        );
+        assert_eq!(
+            err("log_format", In::StringParam("json".into())).message,
+            "invalid argument for log_format, got: json"
+        );
         assert_eq!(err("log_file", In::StringParam("/tmp/x".into())).code, nereid_core::Code::Unsupported);
     }
 }

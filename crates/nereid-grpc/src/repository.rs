@@ -61,7 +61,9 @@ pub fn load_override(params: HashMap<String, ModelRepositoryParameter>) -> Resul
 pub fn check_unload_params(params: &HashMap<String, ModelRepositoryParameter>) -> Result<()> {
     match params.get("unload_dependents").map(|p| &p.parameter_choice) {
         None | Some(Some(ParameterChoice::BoolParam(_))) => Ok(()),
-        Some(_) => Err(Error::invalid_arg("invalid value type for 'unload_dependents' parameter, expected bool_param.")),
+        Some(_) => Err(Error::invalid_arg(
+            "invalid value type for 'unload_dependents' parameter, expected bool_param.",
+        )),
     }
 }
 
@@ -107,9 +109,15 @@ mod tests {
 
     #[test]
     fn index_rows_leave_unknowns_empty() {
-        let row = index_row(IndexEntry { name: "m".into(), version: Some(1), state: Some(ModelState::Ready), reason: String::new() });
+        let row = index_row(IndexEntry {
+            name: "m".into(),
+            version: Some(1),
+            state: Some(ModelState::Ready),
+            reason: String::new(),
+        });
         assert_eq!((row.name.as_str(), row.version.as_str(), row.state.as_str()), ("m", "1", "READY"));
-        let row = index_row(IndexEntry { name: "n".into(), version: None, state: None, reason: String::new() });
+        let row =
+            index_row(IndexEntry { name: "n".into(), version: None, state: None, reason: String::new() });
         assert_eq!((row.version.as_str(), row.state.as_str()), ("", ""));
     }
 }

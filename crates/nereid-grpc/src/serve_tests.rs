@@ -14,7 +14,11 @@ use tonic::transport::Channel;
 
 async fn start() -> (Channel, tokio::sync::oneshot::Sender<()>) {
     let repository = Arc::new(ModelRepositoryManager::new(RepositoryOptions::default(), Vec::new()));
-    let options = ServerOptions { id: "nereid-test".into(), control_mode: ControlMode::Explicit, strict_readiness: true };
+    let options = ServerOptions {
+        id: "nereid-test".into(),
+        control_mode: ControlMode::Explicit,
+        strict_readiness: true,
+    };
     let server = Arc::new(InferenceServer::new(options, repository));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -27,7 +31,12 @@ async fn start() -> (Channel, tokio::sync::oneshot::Sender<()>) {
 }
 
 fn bad_request(id: &str) -> ModelInferRequest {
-    ModelInferRequest { model_name: "missing".into(), model_version: "1".into(), id: id.into(), ..Default::default() }
+    ModelInferRequest {
+        model_name: "missing".into(),
+        model_version: "1".into(),
+        id: id.into(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -42,11 +51,13 @@ async fn unary_rpcs_answer() {
     assert_eq!(health.status, ServingStatus::Serving as i32);
 
     let err = client.model_infer(bad_request("a")).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.code(), tonic::Code::NotFound);
     assert_eq!(err.message(), "Request for unknown model: 'missing' is not found");
-    let err = client.model_ready(ModelReadyRequest { name: "m".into(), version: "x".into() }).await.unwrap_err();
+    let err =
+        client.model_ready(ModelReadyRequest { name: "m".into(), version: "x".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    let err = client.system_shared_memory_status(SystemSharedMemoryStatusRequest::default()).await.unwrap_err();
+    let err =
+        client.system_shared_memory_status(SystemSharedMemoryStatusRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     let index = client.repository_index(RepositoryIndexRequest::default()).await.unwrap().into_inner();
     assert!(index.models.is_empty());

@@ -25,7 +25,9 @@ fn optional(name: &str) -> Option<&str> {
 }
 
 /// Load and unload block while backends work, so they run off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> nereid_core::Result<T> + Send + 'static) -> Answer<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> nereid_core::Result<T> + Send + 'static,
+) -> Answer<T> {
     let result = tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|e| Err(Error::internal(format!("repository task failed: {e}"))));
@@ -44,7 +46,10 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_ready(&self, request: Request<ModelReadyRequest>) -> Answer<ModelReadyResponse> {
         let r = request.into_inner();
-        reply(parse_version(&r.version).map(|v| ModelReadyResponse { ready: self.server.model_ready(&r.name, v) }))
+        reply(
+            parse_version(&r.version)
+                .map(|v| ModelReadyResponse { ready: self.server.model_ready(&r.name, v) }),
+        )
     }
 
     async fn server_metadata(&self, _: Request<ServerMetadataRequest>) -> Answer<ServerMetadataResponse> {
@@ -57,7 +62,11 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_metadata(&self, request: Request<ModelMetadataRequest>) -> Answer<ModelMetadataResponse> {
         let r = request.into_inner();
-        let tensor = |t: nereid_core::server::TensorMetadata| TensorMetadata { name: t.name, datatype: t.datatype, shape: t.shape };
+        let tensor = |t: nereid_core::server::TensorMetadata| TensorMetadata {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        };
         reply(parse_version(&r.version).and_then(|v| self.server.model_metadata(&r.name, v)).map(|m| {
             ModelMetadataResponse {
                 name: m.name,
@@ -91,16 +100,20 @@ impl GrpcInferenceService for InferenceService {
         )
     }
 
-    async fn model_statistics(&self, request: Request<ModelStatisticsRequest>) -> Answer<ModelStatisticsResponse> {
+    async fn model_statistics(
+        &self,
+        request: Request<ModelStatisticsRequest>,
+    ) -> Answer<ModelStatisticsResponse> {
         let r = request.into_inner();
-        reply(
-            parse_version(&r.version)
-                .and_then(|v| self.server.statistics(optional(&r.name), v))
-                .map(|all| ModelStatisticsResponse { model_stats: all.into_iter().map(stats::to_wire).collect() }),
-        )
+        reply(parse_version(&r.version).and_then(|v| self.server.statistics(optional(&r.name), v)).map(
+            |all| ModelStatisticsResponse { model_stats: all.into_iter().map(stats::to_wire).collect() },
+        ))
     }
 
-    async fn repository_index(&self, request: Request<RepositoryIndexRequest>) -> Answer<RepositoryIndexResponse> {
+    async fn repository_index(
+        &self,
+        request: Request<RepositoryIndexRequest>,
+    ) -> Answer<RepositoryIndexResponse> {
         let r = request.into_inner();
         reply(repository::check_repository_name(&r.repository_name).map(|()| RepositoryIndexResponse {
             models: self.server.repository_index(r.ready).into_iter().map(repository::index_row).collect(),

@@ -60,7 +60,12 @@ mod tests {
             compute_input: d(4, 1),
             compute_infer: d(4, 2),
             compute_output: d(4, 3),
-            batch_stats: vec![BatchStats { batch_size: 3, compute_input: d(2, 6), compute_infer: d(2, 7), compute_output: d(2, 8) }],
+            batch_stats: vec![BatchStats {
+                batch_size: 3,
+                compute_input: d(2, 6),
+                compute_infer: d(2, 7),
+                compute_output: d(2, 8),
+            }],
         };
         let w = to_wire(ModelStatistics { name: "m".into(), version: 2, stats });
         assert_eq!((w.name.as_str(), w.version.as_str()), ("m", "2"));
@@ -70,10 +75,16 @@ mod tests {
         assert_eq!(pair(i.success), (4, 40));
         assert_eq!(pair(i.fail), (1, 5));
         assert_eq!(pair(i.queue), (4, 16));
-        assert_eq!((pair(i.compute_input), pair(i.compute_infer), pair(i.compute_output)), ((4, 1), (4, 2), (4, 3)));
+        assert_eq!(
+            (pair(i.compute_input), pair(i.compute_infer), pair(i.compute_output)),
+            ((4, 1), (4, 2), (4, 3))
+        );
         assert_eq!((pair(i.cache_hit), pair(i.cache_miss)), ((0, 0), (0, 0)));
         let b = &w.batch_stats[0];
         assert_eq!(b.batch_size, 3);
-        assert_eq!((pair(b.compute_input), pair(b.compute_infer), pair(b.compute_output)), ((2, 6), (2, 7), (2, 8)));
+        assert_eq!(
+            (pair(b.compute_input), pair(b.compute_infer), pair(b.compute_output)),
+            ((2, 6), (2, 7), (2, 8))
+        );
     }
 }

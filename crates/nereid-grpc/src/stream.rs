@@ -2,12 +2,15 @@
 //! order the requests came, as Triton writes them for non-decoupled models. An error is a
 //! response with `error_message`, and the stream stays open.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use nereid_core::server::InferenceServer;
 use nereid_proto::inference::infer_parameter::ParameterChoice;
-use nereid_proto::inference::{InferParameter, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
+use nereid_proto::inference::{
+    InferParameter, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,7 +29,7 @@ pub fn start(server: Arc<InferenceServer>, mut requests: Streaming<ModelInferReq
     tokio::spawn(async move {
         loop {
             let (pending, more) = match requests.message().await {
-                Ok(Some(request)) => (tokio::spawn(answer(server.clone(), request)), true),
+                Ok(Some(request)) => (tokio::spawn(answer(&server, request)), true),
                 Ok(None) => break,
                 // A broken read ends the stream with its status, after the responses before it.
                 Err(status) => (tokio::spawn(std::future::ready(Err(status))), false),
@@ -43,7 +46,11 @@ pub fn start(server: Arc<InferenceServer>, mut requests: Streaming<ModelInferReq
     Box::pin(responses)
 }
 
-async fn answer(server: Arc<InferenceServer>, request: ModelInferRequest) -> Result<ModelStreamInferResponse, Status> {
+/// Submits the request now, in stream order; the returned future waits for its response.
+fn answer(
+    server: &InferenceServer,
+    request: ModelInferRequest,
+) -> impl Future<Output = Result<ModelStreamInferResponse, Status>> + Send + 'static {
     // What the client needs to match an error to its request, kept before the request is consumed.
     let known = ModelInferResponse {
         id: request.id.clone(),
@@ -51,13 +58,16 @@ async fn answer(server: Arc<InferenceServer>, request: ModelInferRequest) -> Res
         model_version: request.model_version.clone(),
         ..Default::default()
     };
-    Ok(match crate::infer::run(&server, request).await {
-        Ok(mut response) => {
-            // Triton marks each response of a stream; non-decoupled models send one, the final.
-            let last = InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(true)) };
-            response.parameters.insert("triton_final_response".into(), last);
-            ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
-        }
-        Err(e) => ModelStreamInferResponse { error_message: e.message, infer_response: Some(known) },
-    })
+    let response = crate::infer::submit(server, request);
+    async move {
+        Ok(match response.await {
+            Ok(mut response) => {
+                // Triton marks each response of a stream; non-decoupled models send one, the final.
+                let last = InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(true)) };
+                response.parameters.insert("triton_final_response".into(), last);
+                ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
+            }
+            Err(e) => ModelStreamInferResponse { error_message: e.message, infer_response: Some(known) },
+        })
+    }
 }

@@ -8,11 +8,12 @@
 use bytes::Bytes;
 use nereid_core::infer_request::{InferRequest, ParamValue, Parameters, RequestedOutput};
 use nereid_core::infer_response::InferResponse;
-use nereid_core::tensor::{element_count, DataType, Tensor};
+use nereid_core::tensor::{DataType, Tensor};
 use nereid_core::{Error, Result};
 use serde_json::{json, Map, Value};
 
 use crate::json_data;
+use crate::triton_json::{self, array, boolean, member, string, unable, unsigned};
 
 /// How the client wants the response's outputs encoded.
 #[derive(Debug, Default)]
@@ -29,63 +30,26 @@ impl OutputEncoding {
     }
 }
 
-fn parse_err(what: &str) -> Error {
-    Error::invalid_arg(format!("Unable to parse '{what}'"))
-}
+/// Triton's `--http-max-input-size` default: the largest tensor a JSON `data` array may describe.
+const MAX_JSON_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Decodes a request body into the core's request.
-pub fn decode(model: &str, version: Option<i64>, body: Bytes, header_length: Option<usize>) -> Result<(InferRequest, OutputEncoding)> {
+/// Decodes a request body (JSON header, then binary data) into the core's request, checking
+/// in Triton's order with Triton's messages.
+pub fn decode(
+    model: &str,
+    version: Option<i64>,
+    body: Bytes,
+    header_length: Option<usize>,
+) -> Result<(InferRequest, OutputEncoding)> {
     let (header, mut binary) = match header_length {
-        Some(n) => {
-            if n > body.len() {
-                return Err(Error::invalid_arg(format!(
-                    "inference header size should be in range (0, {}), got: {n}",
-                    body.len()
-                )));
-            }
-            (body.slice(..n), body.slice(n..))
-        }
+        Some(n) => (body.slice(..n), body.slice(n..)),
         None => (body, Bytes::new()),
     };
-    let json: Value = serde_json::from_slice(&header)
-        .map_err(|e| Error::invalid_arg(format!("failed to parse the request JSON buffer: {e}")))?;
-    let obj = json.as_object().ok_or_else(|| Error::invalid_arg("failed to parse the request JSON buffer: not an object"))?;
+    let json = triton_json::parse(&header)?;
     let mut request = InferRequest::new(model, version);
-    if let Some(id) = obj.get("id") {
-        request.id = id.as_str().ok_or_else(|| parse_err("id"))?.to_string();
-    }
-    let mut encoding = OutputEncoding::default();
-    let mut parameters = Parameters::new();
-    if let Some(params) = obj.get("parameters") {
-        let params = params.as_object().ok_or_else(|| Error::invalid_arg("failed to get request params."))?;
-        for (key, v) in params {
-            match key.as_str() {
-                "binary_data_output" => encoding.default_binary = v.as_bool().ok_or_else(|| parse_err(key))?,
-                "sequence_id" => {
-                    let id = v.as_u64().map(ParamValue::Uint).or_else(|| v.as_str().map(|s| ParamValue::String(s.into())));
-                    parameters.insert(key.clone(), id.ok_or_else(|| parse_err(key))?);
-                }
-                "sequence_start" | "sequence_end" => {
-                    parameters.insert(key.clone(), ParamValue::Bool(v.as_bool().ok_or_else(|| parse_err(key))?));
-                }
-                "priority" | "timeout" => {
-                    parameters.insert(key.clone(), ParamValue::Uint(v.as_u64().ok_or_else(|| parse_err(key))?));
-                }
-                k if k.starts_with("triton_") => {
-                    return Err(Error::invalid_arg(
-                        "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified.",
-                    ))
-                }
-                _ => {
-                    parameters.insert(key.clone(), json_parameter(key, v)?);
-                }
-            }
-        }
-    }
-    request.apply_parameters(parameters)?;
-    let inputs = obj.get("inputs").and_then(Value::as_array).ok_or_else(|| parse_err("inputs"))?;
+    let inputs = member(&json, "inputs").and_then(array).map_err(unable("inputs"))?;
     for input in inputs {
-        let tensor = decode_input(model, input, &mut binary)?;
+        let tensor = decode_input(model, input, &mut binary, header_length.is_some())?;
         if request.input(&tensor.name).is_some() {
             return Err(Error::invalid_arg(format!("input '{}' already exists in request", tensor.name)));
         }
@@ -94,23 +58,45 @@ pub fn decode(model: &str, version: Option<i64>, body: Bytes, header_length: Opt
     if !binary.is_empty() {
         return Err(Error::invalid_arg(format!("unexpected additional input data for model '{model}'")));
     }
-    if let Some(outputs) = obj.get("outputs") {
-        for output in outputs.as_array().ok_or_else(|| parse_err("outputs"))? {
-            let name = output.get("name").and_then(Value::as_str).ok_or_else(|| parse_err("name"))?;
-            let params = output.get("parameters").and_then(Value::as_object);
-            let class_count = match params.and_then(|p| p.get("classification")) {
-                Some(c) => u32::try_from(c.as_u64().ok_or_else(|| Error::invalid_arg("Unable to set 'classification'"))?)
-                    .map_err(|_| Error::invalid_arg("Unable to set 'classification'"))?,
-                None => 0,
-            };
-            if let Some(shm) = params.and_then(|p| p.get("shared_memory_region")) {
-                return Err(shared_memory_unsupported(shm));
+    let mut encoding = OutputEncoding::default();
+    if let Some(outputs) = json.get("outputs") {
+        for output in array(outputs).map_err(unable("outputs"))? {
+            let (requested, binary) = decode_output(output)?;
+            if let Some(b) = binary {
+                encoding.binary.push((requested.name.clone(), b));
             }
-            if let Some(b) = params.and_then(|p| p.get("binary_data")) {
-                encoding.binary.push((name.to_string(), b.as_bool().ok_or_else(|| parse_err("binary_data"))?));
-            }
-            request.requested_outputs.push(RequestedOutput { name: name.to_string(), class_count });
+            request.requested_outputs.push(requested);
         }
+    }
+    if let Some(params) = json.get("parameters") {
+        let params = params.as_object().ok_or_else(|| Error::internal("failed to get request params."))?;
+        let mut parameters = Parameters::new();
+        for (key, v) in params {
+            let value = match key.as_str() {
+                "binary_data_output" => {
+                    encoding.default_binary = boolean(v).map_err(unable(key))?;
+                    continue;
+                }
+                "sequence_id" => match (v.as_u64(), v.as_str()) {
+                    (Some(u), _) => ParamValue::Uint(u),
+                    (_, Some(s)) => ParamValue::String(s.into()),
+                    _ => return Err(unable(key)(string(v).unwrap_err())),
+                },
+                "sequence_start" | "sequence_end" => ParamValue::Bool(boolean(v).map_err(unable(key))?),
+                "priority" | "timeout" => ParamValue::Uint(unsigned(v).map_err(unable(key))?),
+                k if k.starts_with("triton_") => {
+                    return Err(Error::invalid_arg(
+                        "parameter keys starting with 'triton_' are reserved for Triton usage and should not be specified.",
+                    ))
+                }
+                _ => json_parameter(key, v)?,
+            };
+            parameters.insert(key.clone(), value);
+        }
+        request.apply_parameters(parameters)?;
+    }
+    if let Some(id) = json.get("id") {
+        request.id = string(id).map_err(unable("id"))?.to_string();
     }
     Ok((request, encoding))
 }
@@ -126,69 +112,133 @@ fn json_parameter(key: &str, v: &Value) -> Result<ParamValue> {
         Value::Number(n) if n.is_i64() => ParamValue::Int(n.as_i64().expect("checked")),
         Value::Number(n) if n.is_u64() => ParamValue::Uint(n.as_u64().expect("checked")),
         Value::Number(n) => ParamValue::Double(n.as_f64().unwrap_or_default()),
-        _ => return Err(Error::invalid_arg(format!("parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."))),
+        _ => {
+            return Err(Error::invalid_arg(format!(
+                "parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
+            )))
+        }
     })
 }
 
-fn decode_input(model: &str, input: &Value, binary: &mut Bytes) -> Result<Tensor> {
-    let name = input.get("name").and_then(Value::as_str).ok_or_else(|| parse_err("name"))?;
-    let datatype_str = input.get("datatype").and_then(Value::as_str).ok_or_else(|| parse_err("datatype"))?;
-    let shape: Vec<i64> = input
-        .get("shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| parse_err("shape"))?
-        .iter()
-        .map(|d| d.as_u64().and_then(|d| i64::try_from(d).ok()).ok_or_else(|| parse_err("shape")))
-        .collect::<Result<_>>()?;
-    let datatype = DataType::parse(datatype_str).ok_or_else(|| {
-        Error::invalid_arg(format!("invalid datatype '{datatype_str}' for input '{name}'"))
-    })?;
-    let params = input.get("parameters").and_then(Value::as_object);
+/// Triton's `ValidateInputContentType`: exactly one source of data per input.
+fn check_one_data_source(input: &Value) -> Result<()> {
+    let params = input.get("parameters");
+    let found: Vec<&str> = [
+        ("data", input.get("data").is_some()),
+        ("binary_data_size", params.and_then(|p| p.get("binary_data_size")).is_some()),
+        ("shared_memory_region", params.and_then(|p| p.get("shared_memory_region")).is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if found.len() == 1 {
+        return Ok(());
+    }
+    let detail = if found.is_empty() {
+        " no field is set".to_string()
+    } else {
+        format!(" set {}", found.iter().map(|f| format!("'{f}'")).collect::<Vec<_>>().join(" "))
+    };
+    Err(Error::invalid_arg(format!(
+        "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But{detail}"
+    )))
+}
+
+fn decode_input(model: &str, input: &Value, binary: &mut Bytes, has_binary_part: bool) -> Result<Tensor> {
+    check_one_data_source(input)?;
+    let name = member(input, "name").and_then(string).map_err(unable("name"))?;
+    let datatype_str = member(input, "datatype").and_then(string).map_err(unable("datatype"))?;
+    let shape = member(input, "shape").and_then(array).map_err(unable("shape"))?;
+    let shape: Vec<u64> = shape.iter().map(unsigned).collect::<Result<_, _>>().map_err(unable("shape"))?;
+    let datatype = DataType::parse(datatype_str)
+        .ok_or_else(|| Error::invalid_arg(format!("invalid datatype '{datatype_str}' for input '{name}'")))?;
+    let shape_text = || format!("[{}]", shape.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
+    let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&c| c <= i64::MAX as u64);
+    let shape_i64: Vec<i64> = shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
+    let params = input.get("parameters");
     if let Some(shm) = params.and_then(|p| p.get("shared_memory_region")) {
         return Err(shared_memory_unsupported(shm));
     }
     let data = match params.and_then(|p| p.get("binary_data_size")) {
         Some(size) => {
-            if input.get("data").is_some() {
-                return Err(Error::invalid_arg(format!(
-                    "Input '{name}' has both 'data' and 'binary_data_size' fields, only one of these may be specified"
-                )));
+            let size = unsigned(size).map_err(unable("binary_data_size"))?;
+            if size > 0 && !has_binary_part {
+                return Err(Error::invalid_arg(
+                    "must specify valid 'Infer-Header-Content-Length' in request header and 'binary_data_size' when passing inputs in binary data format",
+                ));
             }
-            let size = size.as_u64().ok_or_else(|| parse_err("binary_data_size"))?;
-            let size = usize::try_from(size).unwrap_or(usize::MAX);
-            if size > binary.len() {
+            if size > binary.len() as u64 {
                 return Err(Error::invalid_arg(format!(
                     "unexpected size for input '{name}', expecting {} additional bytes for model '{model}'",
-                    size - binary.len()
+                    size - binary.len() as u64
                 )));
             }
-            binary.split_to(size)
+            binary.split_to(size as usize)
         }
         None => {
-            let data = input.get("data").ok_or_else(|| {
+            let count = count.ok_or_else(|| {
                 Error::invalid_arg(format!(
-                    "must specify one of 'data', 'binary_data_size', or 'shared_memory_region' for input '{name}'"
+                    "invalid shape for input '{name}': shape {} causes total element count to exceed maximum size of {}",
+                    shape_text(),
+                    i64::MAX
                 ))
             })?;
-            if element_count(&shape).is_none() {
-                return Err(Error::invalid_arg(format!(
-                    "invalid shape for input '{name}': shape {shape:?} contains one or more invalid dimensions"
-                )));
+            if let Some(size) = datatype.byte_size() {
+                let bytes = count.saturating_mul(size as u64);
+                if bytes > MAX_JSON_INPUT_BYTES {
+                    return Err(Error::invalid_arg(format!(
+                        "JSON input '{name}' has a byte_size ({bytes} bytes) that exceeds the maximum allowed value of {MAX_JSON_INPUT_BYTES} bytes. Use --http-max-input-size to increase the limit."
+                    )));
+                }
             }
-            Bytes::from(json_data::to_bytes(name, datatype, data)?)
+            let data = member(input, "data").map_err(unable("data"))?;
+            Bytes::from(json_data::to_bytes(name, datatype, data, count as usize)?)
         }
     };
-    Ok(Tensor { name: name.to_string(), datatype, shape, data })
+    Ok(Tensor { name: name.to_string(), datatype, shape: shape_i64, data })
+}
+
+/// A requested output, and its own `binary_data` choice if it makes one.
+fn decode_output(output: &Value) -> Result<(RequestedOutput, Option<bool>)> {
+    let name = member(output, "name").and_then(string).map_err(unable("name"))?;
+    let params = output.get("parameters");
+    let param = |key: &str| params.and_then(|p| p.get(key));
+    if let Some(shm) = param("shared_memory_region") {
+        if param("classification").is_some() {
+            return Err(Error::invalid_arg(
+                "Output can't set both 'shared_memory_region' and 'classification'",
+            ));
+        }
+        return Err(shared_memory_unsupported(shm));
+    }
+    let class_count = match param("classification") {
+        Some(c) => {
+            let n =
+                unsigned(c).map_err(|e| Error::internal(format!("Unable to set 'classification': {e}")))?;
+            u32::try_from(n)
+                .map_err(|_| Error::invalid_arg("Unable to set 'classification': value too large"))?
+        }
+        None => 0,
+    };
+    let binary = param("binary_data").map(|b| boolean(b).map_err(unable("binary_data"))).transpose()?;
+    Ok((RequestedOutput { name: name.to_string(), class_count }, binary))
 }
 
 /// Wraps a raw body (no JSON header) as the model's only input.
-pub fn decode_raw(request: &mut InferRequest, input: &nereid_core::proto::inference::ModelInput, batching: bool, body: Bytes) -> Result<()> {
-    let datatype = DataType::from_config(input.data_type).ok_or_else(|| Error::invalid_arg("invalid input datatype"))?;
+pub fn decode_raw(
+    request: &mut InferRequest,
+    input: &nereid_core::proto::inference::ModelInput,
+    batching: bool,
+    body: Bytes,
+) -> Result<()> {
+    let datatype =
+        DataType::from_config(input.data_type).ok_or_else(|| Error::invalid_arg("invalid input datatype"))?;
     let mut shape: Vec<i64> = batching.then_some(1).into_iter().chain(input.dims.iter().copied()).collect();
     let data = if datatype == DataType::Bytes {
         nereid_core::tensor::serialize_bytes([&body[..]]).into()
     } else {
-        let wildcard: Vec<usize> = shape.iter().enumerate().filter(|(_, &d)| d == -1).map(|(i, _)| i).collect();
+        let wildcard: Vec<usize> =
+            shape.iter().enumerate().filter(|(_, &d)| d == -1).map(|(i, _)| i).collect();
         if wildcard.len() > 1 {
             return Err(Error::invalid_arg(format!(
                 "{}The shape of the raw input '{}' can not be deduced because there are more than one variable-sized dimension",

@@ -1,20 +1,21 @@
 //! Triton's HTTP/REST frontend (KServe v2 with Triton's extensions) and the metrics endpoint.
 
+mod compression;
 mod infer_codec;
 mod json_data;
 mod metrics;
 mod routes;
+mod triton_json;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use nereid_core::server::InferenceServer;
-use tower_http::compression::CompressionLayer;
-use tower_http::decompression::RequestDecompressionLayer;
 
 pub use metrics::serve_metrics;
 
@@ -55,9 +56,10 @@ pub fn router(server: Arc<InferenceServer>) -> Router {
     for path in [model("/trace/setting"), versioned("/trace/setting")] {
         r = r.route(&path, get(unsupported).post(unsupported));
     }
-    r.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new())
+    r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(decompress_request))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(server)
 }
 

@@ -18,5 +18,7 @@ pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, Router::new().route("/metrics", get(metrics))).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, Router::new().route("/metrics", get(metrics)))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use nereid_core::infer_request::{parse_version, InferRequest};
@@ -16,7 +17,8 @@ use nereid_core::stats::{Duration64, StatsSnapshot};
 use nereid_core::{model_config, Code, Error, Result};
 use serde_json::{json, Map, Value};
 
-use crate::infer_codec;
+use crate::triton_json::{boolean, string, unsigned};
+use crate::{compression, infer_codec};
 
 pub type AppState = Arc<InferenceServer>;
 
@@ -35,7 +37,10 @@ pub fn error_response(e: &Error) -> Response {
 }
 
 fn json_body(v: &Value) -> ([(header::HeaderName, HeaderValue); 1], Vec<u8>) {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], serde_json::to_vec(v).expect("JSON of plain values"))
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        serde_json::to_vec(v).expect("JSON of plain values"),
+    )
 }
 
 fn reply(result: Result<Value>) -> Response {
@@ -49,14 +54,57 @@ fn ok_or_400(ok: bool) -> Response {
     if ok { StatusCode::OK } else { StatusCode::BAD_REQUEST }.into_response()
 }
 
-/// `{model}` and optional `{version}` from the path.
+/// `{model}` and optional `{version}` from the path; as in Triton's routes, a version that is
+/// not all digits matches no route.
 fn model_path(p: &HashMap<String, String>) -> Result<(String, Option<i64>)> {
     let model = p.get("model").cloned().unwrap_or_default();
     let version = match p.get("version") {
+        Some(v) if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) => return Err(route_not_found()),
         Some(v) => parse_version(v)?,
         None => None,
     };
     Ok((model, version))
+}
+
+fn route_not_found() -> Error {
+    Error::not_found("Not Found")
+}
+
+pub async fn not_found() -> Response {
+    error_response(&route_not_found())
+}
+
+pub async fn method_not_allowed() -> Response {
+    (StatusCode::METHOD_NOT_ALLOWED, json_body(&json!({ "error": "Method Not Allowed" }))).into_response()
+}
+
+/// Undoes `Content-Encoding` before any handler reads the body.
+pub async fn decompress_request(request: Request, next: Next) -> Response {
+    let encoding = request.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?"));
+    let encoding = match compression::request_encoding(encoding) {
+        Ok(None) => return next.run(request).await,
+        Ok(Some(e)) => e,
+        Err(()) => {
+            let mut r = error_response(&Error::unsupported("Unsupported compression type"));
+            r.headers_mut().insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
+            return r;
+        }
+    };
+    let (mut parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, crate::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(&Error::invalid_arg(format!("failed to read the request body: {e}")))
+        }
+    };
+    match compression::decompress(encoding, &body, crate::MAX_BODY_BYTES) {
+        Ok(plain) => {
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(plain.len()));
+            next.run(Request::from_parts(parts, Body::from(plain))).await
+        }
+        Err(e) => error_response(&e),
+    }
 }
 
 pub async fn server_metadata(State(s): State<AppState>) -> Response {
@@ -77,7 +125,8 @@ pub async fn ready(State(s): State<AppState>) -> Response {
 
 pub async fn model_ready(State(s): State<AppState>, Path(p): Path<HashMap<String, String>>) -> Response {
     match model_path(&p) {
-        Ok((m, v)) => ok_or_400(s.model_ready(&m, v)),
+        Ok((m, v)) if s.model_ready(&m, v) => StatusCode::OK.into_response(),
+        Ok(_) => error_response(&Error::invalid_arg("Model version not ready")),
         Err(e) => error_response(&e),
     }
 }
@@ -85,7 +134,9 @@ pub async fn model_ready(State(s): State<AppState>, Path(p): Path<HashMap<String
 pub async fn model_metadata(State(s): State<AppState>, Path(p): Path<HashMap<String, String>>) -> Response {
     reply(model_path(&p).and_then(|(m, v)| s.model_metadata(&m, v)).map(|md| {
         let tensors = |ts: Vec<nereid_core::server::TensorMetadata>| -> Vec<Value> {
-            ts.into_iter().map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape })).collect()
+            ts.into_iter()
+                .map(|t| json!({ "name": t.name, "datatype": t.datatype, "shape": t.shape }))
+                .collect()
         };
         json!({
             "name": md.name,
@@ -136,8 +187,10 @@ fn stats_json(name: &str, version: i64, s: &StatsSnapshot) -> Value {
 
 pub async fn model_stats(State(s): State<AppState>, p: Option<Path<HashMap<String, String>>>) -> Response {
     let result = match p {
-        Some(Path(p)) => model_path(&p).and_then(|(m, v)| s.statistics(Some(&m), v)),
-        None => s.statistics(None, None),
+        Some(Path(p)) if p.contains_key("model") => {
+            model_path(&p).and_then(|(m, v)| s.statistics(Some(&m), v))
+        }
+        _ => s.statistics(None, None),
     };
     reply(result.map(|all| {
         json!({ "model_stats": all.iter().map(|m| stats_json(&m.name, m.version, &m.stats)).collect::<Vec<_>>() })
@@ -177,6 +230,8 @@ pub async fn repository_index(State(s): State<AppState>, body: Bytes) -> Respons
             }
             if let Some(state) = e.state {
                 o.insert("state".into(), Value::String(state.as_str().into()));
+            }
+            if !e.reason.is_empty() {
                 o.insert("reason".into(), Value::String(e.reason));
             }
             Value::Object(o)
@@ -192,7 +247,8 @@ fn load_overrides(body: &Bytes) -> Result<Option<LoadOverride>> {
     let mut o = LoadOverride::default();
     for (key, v) in params {
         if key == "config" {
-            o.config_json = Some(v.as_str().ok_or_else(|| Error::invalid_arg("Unable to parse 'config'"))?.to_string());
+            o.config_json =
+                Some(v.as_str().ok_or_else(|| Error::invalid_arg("Unable to parse 'config'"))?.to_string());
         } else if let Some(path) = key.strip_prefix("file:") {
             let text = v.as_str().ok_or_else(|| Error::invalid_arg(format!("Unable to parse '{key}'")))?;
             let bytes = base64::engine::general_purpose::STANDARD
@@ -216,7 +272,11 @@ pub async fn repository_load(State(s): State<AppState>, Path(model): Path<String
     }
 }
 
-pub async fn repository_unload(State(s): State<AppState>, Path(model): Path<String>, body: Bytes) -> Response {
+pub async fn repository_unload(
+    State(s): State<AppState>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Response {
     if let Err(e) = parse_body(&body) {
         return error_response(&e);
     }
@@ -252,28 +312,29 @@ fn update_logging(s: &InferenceServer, body: &Bytes) -> Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
     let l = s.log_settings();
     let m = parse_body(body)?;
-    let bad = |k: &str| Error::invalid_arg(format!("Unable to parse '{k}'"));
-    for (k, v) in &m {
-        match k.as_str() {
-            "log_info" => l.info.store(v.as_bool().ok_or_else(|| bad(k))?, Relaxed),
-            "log_warning" => l.warning.store(v.as_bool().ok_or_else(|| bad(k))?, Relaxed),
-            "log_error" => l.error.store(v.as_bool().ok_or_else(|| bad(k))?, Relaxed),
-            "log_verbose_level" => {
-                let level = v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| bad(k))?;
-                l.verbose_level.store(level, Relaxed)
-            }
-            "log_format" => {
-                let f = v.as_str().and_then(LogFormat::parse).ok_or_else(|| {
-                    Error::invalid_arg(format!("invalid argument for --log-format, got: {v}"))
-                })?;
-                l.set_format(f)
-            }
-            "log_file" => {
-                let path = v.as_str().ok_or_else(|| bad(k))?;
-                l.set_file(path).map_err(|e| Error::invalid_arg(format!("failed to open log file '{path}': {e}")))?
-            }
-            _ => return Err(Error::invalid_arg(format!("Unknown logging setting '{k}'"))),
-        }
+    let setting = |key: &str| m.get(key).filter(|v| !v.is_null());
+    if setting("log_file").is_some() {
+        return Err(Error::unsupported("log file location can not be updated through network protocol"));
+    }
+    let flag = |key: &str| setting(key).map(|v| boolean(v).map_err(Error::internal)).transpose();
+    if let Some(b) = flag("log_info")? {
+        l.info.store(b, Relaxed);
+    }
+    if let Some(b) = flag("log_warning")? {
+        l.warning.store(b, Relaxed);
+    }
+    if let Some(b) = flag("log_error")? {
+        l.error.store(b, Relaxed);
+    }
+    if let Some(v) = setting("log_verbose_level") {
+        let level = unsigned(v).map_err(Error::internal)?;
+        l.verbose_level.store(u32::try_from(level).unwrap_or(u32::MAX), Relaxed);
+    }
+    if let Some(v) = setting("log_format") {
+        let text = string(v).map_err(Error::internal)?;
+        let format = LogFormat::parse(text)
+            .ok_or_else(|| Error::unavailable(format!("invalid argument for --log_format, got: {text}")))?;
+        l.set_format(format);
     }
     Ok(())
 }
@@ -282,41 +343,65 @@ pub async fn unsupported(uri: axum::http::Uri) -> Response {
     error_response(&Error::unsupported(format!("{} is not supported yet", uri.path())))
 }
 
-pub async fn infer(State(s): State<AppState>, Path(p): Path<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn infer(
+    State(s): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let accept = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .and_then(compression::response_encoding);
     match infer_inner(&s, &p, &headers, body).await {
-        Ok(r) => r,
+        Ok((json, binary)) => infer_response(json, binary, accept),
         Err(e) => error_response(&e),
     }
 }
 
-async fn infer_inner(s: &InferenceServer, p: &HashMap<String, String>, headers: &HeaderMap, body: Bytes) -> Result<Response> {
-    let (model, version) = model_path(p)?;
-    let header_length = match headers.get(HEADER_LENGTH) {
-        Some(v) => {
-            let text = v.to_str().unwrap_or_default();
-            let n: i64 = text.parse().map_err(|_| {
-                Error::invalid_arg(format!("Unable to parse Inference-Header-Content-Length, got: {text}"))
-            })?;
-            if n < 0 || n as u64 > body.len() as u64 {
-                return Err(Error::invalid_arg(format!(
-                    "inference header size should be in range (0, {}), got: {text}",
-                    body.len()
-                )));
-            }
-            Some(n as usize)
-        }
-        None => None,
-    };
+/// Triton's `Inference-Header-Content-Length` checks, with its messages.
+fn header_length(headers: &HeaderMap, body_len: usize) -> Result<Option<usize>> {
+    let Some(v) = headers.get(HEADER_LENGTH) else { return Ok(None) };
+    let text = v.to_str().unwrap_or_default();
+    let n: i64 = text.parse().map_err(|_| {
+        Error::invalid_arg(format!("Unable to parse Inference-Header-Content-Length, got: {text}"))
+    })?;
+    let n = i32::try_from(n).map_err(|_| {
+        Error::invalid_arg(format!(
+            "Unable to parse Inference-Header-Content-Length, value is out of range [ {}, {} ], got: {text}",
+            i32::MIN,
+            i32::MAX
+        ))
+    })?;
+    if n < 0 || n as usize > body_len {
+        return Err(Error::invalid_arg(format!(
+            "inference header size should be in range (0, {body_len}), got: {text}"
+        )));
+    }
+    Ok(Some(n as usize))
+}
+
+/// Decodes, runs and encodes one inference; returns the JSON header and the binary outputs.
+async fn infer_inner(
+    s: &InferenceServer,
+    p: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Vec<u8>, Vec<Bytes>)> {
+    let (name, version) = model_path(p)?;
+    let model = s.model(&name, version)?;
+    let header_length = header_length(headers, body.len())?;
     let is_raw = header_length.is_none()
-        && headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+        && headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
     let (request, encoding) = if is_raw {
-        let m = s.model(&model, version)?;
-        let mut request = InferRequest::new(model.as_str(), version);
-        match m.config.input.as_slice() {
-            [input] => infer_codec::decode_raw(&mut request, input, m.config.max_batch_size > 0, body)?,
+        let mut request = InferRequest::new(name.as_str(), version);
+        match model.config.input.as_slice() {
+            [input] => infer_codec::decode_raw(&mut request, input, model.config.max_batch_size > 0, body)?,
             inputs => {
                 return Err(Error::invalid_arg(format!(
-                    "{}Raw request must only have 1 input (found 1) to be deduced but got {} inputs in '{model}' model configuration",
+                    "{}Raw request must only have 1 input (found 1) to be deduced but got {} inputs in '{name}' model configuration",
                     nereid_core::infer_request::log_prefix(""),
                     inputs.len()
                 )))
@@ -324,22 +409,34 @@ async fn infer_inner(s: &InferenceServer, p: &HashMap<String, String>, headers: 
         }
         (request, infer_codec::OutputEncoding { default_binary: true, binary: Vec::new() })
     } else {
-        infer_codec::decode(&model, version, body, header_length)?
+        infer_codec::decode(&name, version, body, header_length)?
     };
-    let response = s.infer(request).await?;
-    let (json, binary) = infer_codec::encode(response, &encoding);
-    if binary.is_empty() {
-        return Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response());
-    }
+    let response = model.infer(request).await?;
+    Ok(infer_codec::encode(response, &encoding))
+}
+
+fn infer_response(json: Vec<u8>, binary: Vec<Bytes>, accept: Option<compression::Encoding>) -> Response {
     let json_len = json.len();
-    let mut body = Vec::with_capacity(json_len + binary.iter().map(|b| b.len()).sum::<usize>());
-    body.extend_from_slice(&json);
-    for b in &binary {
-        body.extend_from_slice(b);
+    let (content_type, body) = if binary.is_empty() {
+        ("application/json", json)
+    } else {
+        let mut body = Vec::with_capacity(json_len + binary.iter().map(|b| b.len()).sum::<usize>());
+        body.extend_from_slice(&json);
+        for b in &binary {
+            body.extend_from_slice(b);
+        }
+        ("application/octet-stream", body)
+    };
+    let mut builder = Response::builder().header(header::CONTENT_TYPE, content_type);
+    if !binary.is_empty() {
+        builder = builder.header(HEADER_LENGTH, json_len);
     }
-    Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .header(HEADER_LENGTH, json_len)
-        .body(Body::from(body))
-        .expect("valid response"))
+    let body = match accept {
+        Some(e) => {
+            builder = builder.header(header::CONTENT_ENCODING, e.as_str());
+            compression::compress(e, &body)
+        }
+        None => body,
+    };
+    builder.body(Body::from(body)).expect("valid response")
 }

@@ -15,8 +15,7 @@ pub mod health {
 }
 
 /// The encoded `FileDescriptorSet` of all the .proto files above.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));
 
 /// Descriptors of every message, decoded once.
 pub fn descriptor_pool() -> &'static DescriptorPool {
@@ -33,9 +32,7 @@ mod tests {
     #[test]
     fn pool_has_services_and_model_config() {
         let pool = descriptor_pool();
-        let service = pool
-            .get_service_by_name("inference.GRPCInferenceService")
-            .unwrap();
+        let service = pool.get_service_by_name("inference.GRPCInferenceService").unwrap();
         assert_eq!(service.methods().count(), 20);
         assert!(pool.get_message_by_name("inference.ModelConfig").is_some());
         assert!(pool.get_service_by_name("grpc.health.v1.Health").is_some());

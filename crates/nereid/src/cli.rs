@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 use nereid_core::logging::LogFormat;
 use nereid_core::model_repository_manager::ControlMode;
 
@@ -41,10 +41,15 @@ fn parse_backend_config(s: &str) -> Result<(String, String, String), String> {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "nereid", version, about = "A Triton-compatible inference server for macOS and Linux")]
+#[command(
+    name = "nereid",
+    version,
+    about = "A Triton-compatible inference server for macOS and Linux",
+    args_override_self = true
+)]
 pub struct Cli {
     /// Path to a model repository; repeat for several.
-    #[arg(long = "model-repository", alias = "model-store", required = true)]
+    #[arg(long = "model-repository", alias = "model-store")]
     pub model_repository: Vec<PathBuf>,
     #[arg(long, default_value_t = 8000)]
     pub http_port: u16,
@@ -58,11 +63,11 @@ pub struct Cli {
     pub grpc_address: String,
     #[arg(long, default_value = "0.0.0.0")]
     pub metrics_address: String,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub allow_http: bool,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub allow_grpc: bool,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub allow_metrics: bool,
     #[arg(long, value_parser = parse_control_mode, default_value = "none")]
     pub model_control_mode: ControlMode,
@@ -77,11 +82,11 @@ pub struct Cli {
     #[arg(long)]
     pub disable_auto_complete_config: bool,
     /// Deprecated form of --disable-auto-complete-config.
-    #[arg(long, value_parser = parse_bool)]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set)]
     pub strict_model_config: Option<bool>,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub strict_readiness: bool,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub exit_on_error: bool,
     #[arg(long, default_value_t = 30)]
     pub exit_timeout_secs: u64,
@@ -91,11 +96,11 @@ pub struct Cli {
     pub backend_config: Vec<(String, String, String)>,
     #[arg(long, default_value_t = 0)]
     pub log_verbose: u32,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub log_info: bool,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub log_warning: bool,
-    #[arg(long, value_parser = parse_bool, default_value = "true")]
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "true")]
     pub log_error: bool,
     #[arg(long)]
     pub log_file: Option<String>,
@@ -123,7 +128,16 @@ mod tests {
 
     #[test]
     fn both_flag_forms_and_defaults() {
-        let cli = Cli::try_parse_from(["nereid", "--model-repository=/a", "--model-repository", "/b", "--http-port", "9000", "--allow-grpc=false"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "nereid",
+            "--model-repository=/a",
+            "--model-repository",
+            "/b",
+            "--http-port",
+            "9000",
+            "--allow-grpc=false",
+        ])
+        .unwrap();
         assert_eq!(cli.model_repository, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!((cli.http_port, cli.grpc_port, cli.metrics_port), (9000, 8001, 8002));
         assert!(!cli.allow_grpc && cli.allow_http && cli.strict_readiness && cli.exit_on_error);
@@ -135,10 +149,10 @@ mod tests {
     fn bad_values_are_errors() {
         assert!(Cli::try_parse_from(["nereid", "--model-repository=/a", "--http-port=abc"]).is_err());
         assert!(Cli::try_parse_from(["nereid", "--model-repository=/a", "--allow-http=maybe"]).is_err());
-        assert!(Cli::try_parse_from(["nereid", "--model-repository=/a", "--model-control-mode=sometimes"]).is_err());
+        assert!(Cli::try_parse_from(["nereid", "--model-repository=/a", "--model-control-mode=sometimes"])
+            .is_err());
         assert!(Cli::try_parse_from(["nereid", "--model-repository=/a", "--no-such-flag"]).is_err());
         assert!(Cli::try_parse_from(["nereid", "--model-repository=/a", "--backend-config=novalue"]).is_err());
-        assert!(Cli::try_parse_from(["nereid"]).is_err());
     }
 
     #[test]

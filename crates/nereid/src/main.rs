@@ -59,7 +59,9 @@ async fn bind(what: &str, address: &str, port: u16) -> Result<tokio::net::TcpLis
         .parse()
         .or_else(|_| format!("[{address}]:{port}").parse())
         .map_err(|_| format!("invalid {what} address '{address}'"))?;
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("failed to start {what} service at {addr}: {e}"))
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("failed to start {what} service at {addr}: {e}"))
 }
 
 async fn shutdown_signal() {
@@ -78,6 +80,14 @@ async fn shutdown_signal() {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if cli.model_repository.is_empty() {
+        return Err("--model-repository must be specified".into());
+    }
+    if cli.exit_on_error {
+        if let Some(missing) = cli.model_repository.iter().find(|p| !p.is_dir()) {
+            return Err(format!("failed to stat file {}", missing.display()));
+        }
+    }
     let options = RepositoryOptions {
         repositories: cli.model_repository.clone(),
         config_name: cli.model_config_name.clone(),
@@ -91,7 +101,8 @@ async fn run(cli: Cli) -> Result<(), String> {
         let repository = repository.clone();
         tokio::task::spawn_blocking(move || {
             std::thread::scope(|s| {
-                let handles: Vec<_> = models.iter().map(|m| s.spawn(|| repository.load(m, None).is_err())).collect();
+                let handles: Vec<_> =
+                    models.iter().map(|m| s.spawn(|| repository.load(m, None).is_err())).collect();
                 handles.into_iter().any(|h| h.join().unwrap_or(true))
             })
         })
@@ -103,7 +114,11 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Err("failed to load all models".into());
     }
     let server = Arc::new(InferenceServer::new(
-        ServerOptions { id: cli.id.clone(), control_mode: cli.model_control_mode, strict_readiness: cli.strict_readiness },
+        ServerOptions {
+            id: cli.id.clone(),
+            control_mode: cli.model_control_mode,
+            strict_readiness: cli.strict_readiness,
+        },
         repository.clone(),
     ));
 
@@ -119,19 +134,25 @@ async fn run(cli: Cli) -> Result<(), String> {
         let listener = bind("GRPC", &cli.grpc_address, cli.grpc_port).await?;
         log::info!("Started GRPCInferenceService at {}", listener.local_addr().map_err(|e| e.to_string())?);
         let (server, stop) = (server.clone(), stopped());
-        services.spawn(async move { nereid_grpc::serve(server, listener, stop).await.map_err(|e| e.to_string()) });
+        services.spawn(
+            async move { nereid_grpc::serve(server, listener, stop).await.map_err(|e| e.to_string()) },
+        );
     }
     if cli.allow_http {
         let listener = bind("HTTP", &cli.http_address, cli.http_port).await?;
         log::info!("Started HTTPService at {}", listener.local_addr().map_err(|e| e.to_string())?);
         let (server, stop) = (server.clone(), stopped());
-        services.spawn(async move { nereid_http::serve(server, listener, stop).await.map_err(|e| e.to_string()) });
+        services.spawn(
+            async move { nereid_http::serve(server, listener, stop).await.map_err(|e| e.to_string()) },
+        );
     }
     if cli.allow_metrics {
         let listener = bind("Metrics", &cli.metrics_address, cli.metrics_port).await?;
         log::info!("Started Metrics Service at {}", listener.local_addr().map_err(|e| e.to_string())?);
         let stop = stopped();
-        services.spawn(async move { nereid_http::serve_metrics(listener, stop).await.map_err(|e| e.to_string()) });
+        services.spawn(
+            async move { nereid_http::serve_metrics(listener, stop).await.map_err(|e| e.to_string()) },
+        );
     }
 
     let polling = Arc::new(AtomicBool::new(cli.model_control_mode == ControlMode::Poll));

@@ -2,9 +2,7 @@
 //! protobuf's JSON mapping with proto field names, every primitive field printed, fields in
 //! declaration order, 64-bit integers as numbers, enum names matched case-insensitively.
 
-use prost_reflect::{
-    DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value as Field,
-};
+use prost_reflect::{DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage, Value as Field};
 use serde_json::{Map, Number, Value};
 
 /// Renders a message; unset message fields and unset oneof members are left out, as
@@ -13,22 +11,14 @@ pub(super) fn render(message: &DynamicMessage) -> Value {
     let desc = message.descriptor();
     let mut object = Map::new();
     // `fields()` goes by field number; Triton prints in declaration order.
-    for number in desc
-        .descriptor_proto()
-        .field
-        .iter()
-        .map(|f| f.number() as u32)
-    {
+    for number in desc.descriptor_proto().field.iter().map(|f| f.number() as u32) {
         let Some(field) = desc.get_field(number) else {
             continue;
         };
         if field.supports_presence() && !message.has_field(&field) {
             continue;
         }
-        object.insert(
-            field.name().to_owned(),
-            render_value(&message.get_field(&field), &field.kind()),
-        );
+        object.insert(field.name().to_owned(), render_value(&message.get_field(&field), &field.kind()));
     }
     Value::Object(object)
 }
@@ -55,18 +45,12 @@ fn render_value(value: &Field, kind: &Kind) -> Value {
         Field::Message(message) => render(message),
         Field::List(items) => items.iter().map(|item| render_value(item, kind)).collect(),
         Field::Map(entries) => {
-            let value_kind = kind
-                .as_message()
-                .map(|entry| entry.map_entry_value_field().kind());
+            let value_kind = kind.as_message().map(|entry| entry.map_entry_value_field().kind());
             let value_kind = value_kind.unwrap_or_else(|| kind.clone());
-            let mut entries: Vec<(String, &Field)> = entries
-                .iter()
-                .map(|(key, value)| (map_key(key), value))
-                .collect();
+            let mut entries: Vec<(String, &Field)> =
+                entries.iter().map(|(key, value)| (map_key(key), value)).collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let object = entries
-                .into_iter()
-                .map(|(key, value)| (key, render_value(value, &value_kind)));
+            let object = entries.into_iter().map(|(key, value)| (key, render_value(value, &value_kind)));
             Value::Object(object.collect())
         }
     }
@@ -101,10 +85,7 @@ fn map_key(key: &MapKey) -> String {
 pub(super) fn upper_case_enums(value: &mut Value, desc: &MessageDescriptor) {
     let Value::Object(object) = value else { return };
     for (name, value) in object.iter_mut() {
-        let Some(field) = desc
-            .get_field_by_name(name)
-            .or_else(|| desc.get_field_by_json_name(name))
-        else {
+        let Some(field) = desc.get_field_by_name(name).or_else(|| desc.get_field_by_json_name(name)) else {
             continue;
         };
         let kind = match field.kind().as_message() {

@@ -20,19 +20,14 @@ pub fn fill_defaults(config: &mut ModelConfig, model_name: &str) {
     complete_backend_fields(config);
     if config.version_policy.is_none() {
         let latest = Latest { num_versions: 1 };
-        config.version_policy = Some(ModelVersionPolicy {
-            policy_choice: Some(PolicyChoice::Latest(latest)),
-        });
+        config.version_policy =
+            Some(ModelVersionPolicy { policy_choice: Some(PolicyChoice::Latest(latest)) });
     }
     // Triton fills an empty preferred batch size list with max_batch_size.
-    let default_preferred: Vec<i32> = Some(config.max_batch_size)
-        .filter(|&size| size > 0)
-        .into_iter()
-        .collect();
+    let default_preferred: Vec<i32> =
+        Some(config.max_batch_size).filter(|&size| size > 0).into_iter().collect();
     match &mut config.scheduling_choice {
-        Some(SchedulingChoice::DynamicBatching(batching))
-            if batching.preferred_batch_size.is_empty() =>
-        {
+        Some(SchedulingChoice::DynamicBatching(batching)) if batching.preferred_batch_size.is_empty() => {
             batching.preferred_batch_size = default_preferred;
         }
         Some(SchedulingChoice::SequenceBatching(batching)) => {
@@ -55,10 +50,7 @@ pub fn fill_defaults(config: &mut ModelConfig, model_name: &str) {
     optimization.output_pinned_memory = optimization.output_pinned_memory.or_else(enabled);
 
     if config.instance_group.is_empty() {
-        config.instance_group.push(ModelInstanceGroup {
-            name: config.name.clone(),
-            ..Default::default()
-        });
+        config.instance_group.push(ModelInstanceGroup { name: config.name.clone(), ..Default::default() });
     }
     for (index, group) in config.instance_group.iter_mut().enumerate() {
         if group.name.is_empty() {
@@ -73,10 +65,7 @@ pub fn fill_defaults(config: &mut ModelConfig, model_name: &str) {
 /// Triton's `KIND_AUTO`: GPU when there are GPUs and every listed one exists, else CPU. GPU
 /// groups without `gpus` get all of them; counts left at 0 get Triton's default.
 pub fn resolve_instance_kinds(config: &mut ModelConfig, gpu_count: usize) {
-    if matches!(
-        config.scheduling_choice,
-        Some(SchedulingChoice::EnsembleScheduling(_))
-    ) {
+    if matches!(config.scheduling_choice, Some(SchedulingChoice::EnsembleScheduling(_))) {
         return;
     }
     let exists = |gpu: &i32| usize::try_from(*gpu).is_ok_and(|gpu| gpu < gpu_count);
@@ -134,13 +123,12 @@ fn complete_backend_fields(config: &mut ModelConfig) {
 
 fn backend_of(platform: &str, filename: &str) -> &'static str {
     match (platform, filename) {
-        ("tensorflow_graphdef" | "tensorflow_savedmodel", _)
-        | (_, "model.graphdef" | "model.savedmodel") => "tensorflow",
+        ("tensorflow_graphdef" | "tensorflow_savedmodel", _) | (_, "model.graphdef" | "model.savedmodel") => {
+            "tensorflow"
+        }
         ("tensorrt_plan", _) | (_, "model.plan") => "tensorrt",
         ("onnxruntime_onnx", _) | (_, "model.onnx") => "onnxruntime",
-        ("pytorch_libtorch" | "libtorch" | "torch_aoti", _) | (_, "model.pt" | "model.pt2") => {
-            "pytorch"
-        }
+        ("pytorch_libtorch" | "libtorch" | "torch_aoti", _) | (_, "model.pt" | "model.pt2") => "pytorch",
         (_, "model.xml") => "openvino",
         (_, "model.py") => "python",
         _ => "",
@@ -161,11 +149,7 @@ mod tests {
 
     fn backend_fields(text: &str) -> (String, String, String) {
         let config = filled(text);
-        (
-            config.platform,
-            config.backend,
-            config.default_model_filename,
-        )
+        (config.platform, config.backend, config.default_model_filename)
     }
 
     #[test]
@@ -180,17 +164,11 @@ mod tests {
         let onnx = fields("onnxruntime_onnx", "onnxruntime", "model.onnx");
         assert_eq!(backend_fields("platform: \"onnxruntime_onnx\""), onnx);
         assert_eq!(backend_fields("backend: \"onnxruntime\""), onnx);
-        assert_eq!(
-            backend_fields("default_model_filename: \"model.onnx\""),
-            onnx
-        );
+        assert_eq!(backend_fields("default_model_filename: \"model.onnx\""), onnx);
         let torch = fields("pytorch_libtorch", "pytorch", "model.pt");
         assert_eq!(backend_fields("platform: \"pytorch_libtorch\""), torch);
         assert_eq!(backend_fields("backend: \"pytorch\""), torch);
-        assert_eq!(
-            backend_fields("platform: \"torch_aoti\""),
-            fields("torch_aoti", "pytorch", "model.pt2")
-        );
+        assert_eq!(backend_fields("platform: \"torch_aoti\""), fields("torch_aoti", "pytorch", "model.pt2"));
         let plan = fields("tensorrt_plan", "tensorrt", "model.plan");
         assert_eq!(backend_fields("backend: \"tensorrt\""), plan);
         assert_eq!(
@@ -201,18 +179,9 @@ mod tests {
             backend_fields("default_model_filename: \"model.graphdef\""),
             fields("tensorflow_graphdef", "tensorflow", "model.graphdef")
         );
-        assert_eq!(
-            backend_fields("backend: \"python\""),
-            fields("", "python", "model.py")
-        );
-        assert_eq!(
-            backend_fields("platform: \"ensemble\""),
-            fields("ensemble", "", "")
-        );
-        assert_eq!(
-            backend_fields("backend: \"identity\""),
-            fields("", "identity", "")
-        );
+        assert_eq!(backend_fields("backend: \"python\""), fields("", "python", "model.py"));
+        assert_eq!(backend_fields("platform: \"ensemble\""), fields("ensemble", "", ""));
+        assert_eq!(backend_fields("backend: \"identity\""), fields("", "identity", ""));
         // A given file name is kept.
         assert_eq!(
             backend_fields("backend: \"onnxruntime\" default_model_filename: \"m.onnx\""),
@@ -224,30 +193,20 @@ mod tests {
     fn version_policy_and_batching_defaults() {
         let config = filled("max_batch_size: 8 dynamic_batching { }");
         let latest = config.version_policy.unwrap().policy_choice;
-        assert_eq!(
-            latest,
-            Some(PolicyChoice::Latest(Latest { num_versions: 1 }))
-        );
-        let Some(SchedulingChoice::DynamicBatching(batching)) = config.scheduling_choice else {
-            panic!()
-        };
+        assert_eq!(latest, Some(PolicyChoice::Latest(Latest { num_versions: 1 })));
+        let Some(SchedulingChoice::DynamicBatching(batching)) = config.scheduling_choice else { panic!() };
         assert_eq!(batching.preferred_batch_size, [8]);
         let Some(SchedulingChoice::DynamicBatching(batching)) =
-            filled("max_batch_size: 8 dynamic_batching { preferred_batch_size: [ 2, 4 ] }")
-                .scheduling_choice
+            filled("max_batch_size: 8 dynamic_batching { preferred_batch_size: [ 2, 4 ] }").scheduling_choice
         else {
             panic!()
         };
         assert_eq!(batching.preferred_batch_size, [2, 4]);
 
         let config = filled("max_batch_size: 4 sequence_batching { oldest { } }");
-        let Some(SchedulingChoice::SequenceBatching(batching)) = config.scheduling_choice else {
-            panic!()
-        };
+        let Some(SchedulingChoice::SequenceBatching(batching)) = config.scheduling_choice else { panic!() };
         assert_eq!(batching.max_sequence_idle_microseconds, 1_000_000);
-        let Some(StrategyChoice::Oldest(oldest)) = batching.strategy_choice else {
-            panic!()
-        };
+        let Some(StrategyChoice::Oldest(oldest)) = batching.strategy_choice else { panic!() };
         assert_eq!(oldest.preferred_batch_size, [4]);
     }
 
@@ -256,35 +215,19 @@ mod tests {
         let mut config = filled("backend: \"onnxruntime\"");
         assert_eq!(config.instance_group.len(), 1);
         assert_eq!(config.instance_group[0].name, "folder");
-        assert_eq!(
-            config.instance_group[0].count, 0,
-            "an AUTO group's count waits for its kind"
-        );
+        assert_eq!(config.instance_group[0].count, 0, "an AUTO group's count waits for its kind");
         resolve_instance_kinds(&mut config, 0);
-        assert_eq!(
-            (
-                config.instance_group[0].kind(),
-                config.instance_group[0].count
-            ),
-            (Kind::Cpu, 2)
-        );
+        assert_eq!((config.instance_group[0].kind(), config.instance_group[0].count), (Kind::Cpu, 2));
 
         let text = "name: \"m\" backend: \"pytorch\"
             instance_group [ { kind: KIND_CPU }, { count: 3 }, { kind: KIND_GPU name: \"g\" } ]";
         let mut config = filled(text);
-        let names: Vec<_> = config
-            .instance_group
-            .iter()
-            .map(|g| g.name.as_str())
-            .collect();
+        let names: Vec<_> = config.instance_group.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["m_0", "m_1", "g"]);
         assert_eq!(config.instance_group[0].count, 1);
         resolve_instance_kinds(&mut config, 2);
         let group = &config.instance_group[1];
-        assert_eq!(
-            (group.kind(), group.count, group.gpus.clone()),
-            (Kind::Gpu, 3, vec![0, 1])
-        );
+        assert_eq!((group.kind(), group.count, group.gpus.clone()), (Kind::Gpu, 3, vec![0, 1]));
         assert_eq!(config.instance_group[2].gpus, [0, 1]);
 
         // AUTO listing a GPU that is not there falls back to CPU (and keeps the list, which
@@ -301,14 +244,8 @@ mod tests {
         assert!(config.optimization.is_none());
         let config = filled("backend: \"onnxruntime\"");
         let optimization = config.optimization.unwrap();
-        assert_eq!(
-            optimization.input_pinned_memory,
-            Some(PinnedMemoryBuffer { enable: true })
-        );
-        assert_eq!(
-            optimization.output_pinned_memory,
-            Some(PinnedMemoryBuffer { enable: true })
-        );
+        assert_eq!(optimization.input_pinned_memory, Some(PinnedMemoryBuffer { enable: true }));
+        assert_eq!(optimization.output_pinned_memory, Some(PinnedMemoryBuffer { enable: true }));
         let config = filled("optimization { input_pinned_memory { enable: false } }");
         assert_eq!(
             config.optimization.unwrap().input_pinned_memory,

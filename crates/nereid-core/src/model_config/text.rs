@@ -73,11 +73,7 @@ pub(super) fn add_list_colons(text: &str) -> (String, Vec<usize>) {
 
 /// Maps an offset in the rewritten text back to the original text.
 pub(super) fn original_offset(offset: usize, inserted: &[usize]) -> usize {
-    let before = inserted
-        .iter()
-        .enumerate()
-        .filter(|&(n, &at)| at + n < offset)
-        .count();
+    let before = inserted.iter().enumerate().filter(|&(n, &at)| at + n < offset).count();
     offset - before
 }
 
@@ -99,10 +95,7 @@ mod tests {
 
     #[test]
     fn adds_colon_before_lists_only_after_field_names() {
-        assert_eq!(
-            fixed("input [ { dims [ 1 ] } ]"),
-            "input: [ { dims: [ 1 ] } ]"
-        );
+        assert_eq!(fixed("input [ { dims [ 1 ] } ]"), "input: [ { dims: [ 1 ] } ]");
         assert_eq!(fixed("dims: [ 1 ]"), "dims: [ 1 ]");
         assert_eq!(fixed("kind: [ A, B ]"), "kind: [ A, B ]");
         assert_eq!(fixed("x [ A, B ] y [C]"), "x: [ A, B ] y: [C]");
@@ -112,10 +105,7 @@ mod tests {
     #[test]
     fn leaves_strings_and_comments_alone() {
         let text = "# dims [ 1 ]\nname: \"a [ b\" label: 'it\\'s [' dims [1]";
-        assert_eq!(
-            fixed(text),
-            "# dims [ 1 ]\nname: \"a [ b\" label: 'it\\'s [' dims: [1]"
-        );
+        assert_eq!(fixed(text), "# dims [ 1 ]\nname: \"a [ b\" label: 'it\\'s [' dims: [1]");
     }
 
     #[test]

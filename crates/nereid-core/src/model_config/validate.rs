@@ -11,8 +11,8 @@ use nereid_proto::inference::model_queue_policy::TimeoutAction;
 use nereid_proto::inference::model_sequence_batching::control::Kind as ControlKind;
 use nereid_proto::inference::model_sequence_batching::StrategyChoice;
 use nereid_proto::inference::{
-    DataType, ModelConfig, ModelDynamicBatching, ModelEnsembling, ModelMetrics,
-    ModelSequenceBatching, ModelTensorReshape,
+    DataType, ModelConfig, ModelDynamicBatching, ModelEnsembling, ModelMetrics, ModelSequenceBatching,
+    ModelTensorReshape,
 };
 
 const ENSEMBLE: &str = "ensemble";
@@ -28,10 +28,7 @@ pub fn validate(config: &ModelConfig) -> Result<(), String> {
         return Err("model configuration must specify 'name'".into());
     }
     if config.backend.is_empty() && config.platform != ENSEMBLE {
-        return Err(format!(
-            "unexpected platform type '{}' for {name}",
-            config.platform
-        ));
+        return Err(format!("unexpected platform type '{}' for {name}", config.platform));
     }
     if !config.backend.is_empty() && config.platform == ENSEMBLE {
         return Err(format!(
@@ -49,18 +46,14 @@ pub fn validate(config: &ModelConfig) -> Result<(), String> {
         ));
     }
     if config.max_batch_size < 0 {
-        return Err(format!(
-            "'max_batch_size' must be non-negative value for {name}"
-        ));
+        return Err(format!("'max_batch_size' must be non-negative value for {name}"));
     }
     if config.version_policy.is_none() {
         return Err(format!("must specify 'version policy' for {name}"));
     }
     let response_cache = config.response_cache.is_some_and(|cache| cache.enable);
     match &config.scheduling_choice {
-        Some(SchedulingChoice::DynamicBatching(batching)) => {
-            check_dynamic_batching(batching, config)?
-        }
+        Some(SchedulingChoice::DynamicBatching(batching)) => check_dynamic_batching(batching, config)?,
         Some(SchedulingChoice::SequenceBatching(batching)) => {
             if response_cache {
                 return Err(format!(
@@ -78,11 +71,7 @@ pub fn validate(config: &ModelConfig) -> Result<(), String> {
         }
         None => {}
     }
-    if config
-        .model_transaction_policy
-        .is_some_and(|policy| policy.decoupled)
-        && response_cache
-    {
+    if config.model_transaction_policy.is_some_and(|policy| policy.decoupled) && response_cache {
         return Err(format!(
             "Response Cache does not currently support model {name} with 'decoupled' transaction \
              policy. Please disable the response cache."
@@ -98,58 +87,26 @@ pub fn validate_io(config: &ModelConfig) -> Result<(), String> {
     let mut names = HashSet::new();
     for io in &config.input {
         let prefix = "model input ";
-        check_shape(
-            prefix,
-            &io.name,
-            io.data_type(),
-            &io.dims,
-            io.reshape.as_ref(),
-            config.max_batch_size,
-        )
-        .map_err(for_model)?;
+        check_shape(prefix, &io.name, io.data_type(), &io.dims, io.reshape.as_ref(), config.max_batch_size)
+            .map_err(for_model)?;
         if matches!(io.format(), Format::Nhwc | Format::Nchw) && io.dims.len() != 3 {
             return Err(for_model("model input NHWC/NCHW require 3 dims".into()));
         }
-        check_tensorrt_only(
-            config,
-            io.is_shape_tensor,
-            io.is_non_linear_format_io,
-            io.dims.len(),
-            "input",
-        )
-        .map_err(for_model)?;
+        check_tensorrt_only(config, io.is_shape_tensor, io.is_non_linear_format_io, io.dims.len(), "input")
+            .map_err(for_model)?;
         if !names.insert(&io.name) {
-            return Err(for_model(format!(
-                "{prefix}'{}' is specified more than once",
-                io.name
-            )));
+            return Err(for_model(format!("{prefix}'{}' is specified more than once", io.name)));
         }
     }
     let mut names = HashSet::new();
     for io in &config.output {
         let prefix = "model output ";
-        check_shape(
-            prefix,
-            &io.name,
-            io.data_type(),
-            &io.dims,
-            io.reshape.as_ref(),
-            config.max_batch_size,
-        )
-        .map_err(for_model)?;
-        check_tensorrt_only(
-            config,
-            io.is_shape_tensor,
-            io.is_non_linear_format_io,
-            io.dims.len(),
-            "output",
-        )
-        .map_err(for_model)?;
+        check_shape(prefix, &io.name, io.data_type(), &io.dims, io.reshape.as_ref(), config.max_batch_size)
+            .map_err(for_model)?;
+        check_tensorrt_only(config, io.is_shape_tensor, io.is_non_linear_format_io, io.dims.len(), "output")
+            .map_err(for_model)?;
         if !names.insert(&io.name) {
-            return Err(for_model(format!(
-                "{prefix}'{}' is specified more than once",
-                io.name
-            )));
+            return Err(for_model(format!("{prefix}'{}' is specified more than once", io.name)));
         }
     }
     check_batch_io(config).map_err(for_model)
@@ -157,26 +114,19 @@ pub fn validate_io(config: &ModelConfig) -> Result<(), String> {
 
 /// `ValidateInstanceGroup`, after [`super::resolve_instance_kinds`] has run.
 pub fn validate_instance_groups(config: &ModelConfig, gpu_count: usize) -> Result<(), String> {
-    if matches!(
-        config.scheduling_choice,
-        Some(SchedulingChoice::EnsembleScheduling(_))
-    ) {
+    if matches!(config.scheduling_choice, Some(SchedulingChoice::EnsembleScheduling(_))) {
         return Ok(());
     }
     let model = &config.name;
     if config.instance_group.is_empty() {
-        return Err(format!(
-            "must specify one or more 'instance group's for {model}"
-        ));
+        return Err(format!("must specify one or more 'instance group's for {model}"));
     }
     for group in &config.instance_group {
         let prefix = format!("instance group {} of model {model}", group.name);
         match group.kind() {
             InstanceKind::Model | InstanceKind::Cpu if !group.gpus.is_empty() => {
                 let kind = group.kind().as_str_name();
-                return Err(format!(
-                    "{prefix} has kind {kind} but specifies one or more GPUs"
-                ));
+                return Err(format!("{prefix} has kind {kind} but specifies one or more GPUs"));
             }
             InstanceKind::Gpu if group.gpus.is_empty() => {
                 return Err(if gpu_count == 0 {
@@ -186,13 +136,8 @@ pub fn validate_instance_groups(config: &ModelConfig, gpu_count: usize) -> Resul
                 });
             }
             InstanceKind::Gpu => {
-                if let Some(gpu) = group
-                    .gpus
-                    .iter()
-                    .find(|&&gpu| gpu < 0 || gpu as usize >= gpu_count)
-                {
-                    let available: Vec<String> =
-                        (0..gpu_count).map(|gpu| gpu.to_string()).collect();
+                if let Some(gpu) = group.gpus.iter().find(|&&gpu| gpu < 0 || gpu as usize >= gpu_count) {
+                    let available: Vec<String> = (0..gpu_count).map(|gpu| gpu.to_string()).collect();
                     return Err(format!(
                         "{prefix} specifies invalid or unsupported gpu id {gpu}. GPUs with at least \
                          the minimum required CUDA compute compatibility of 6.000000 are: {}",
@@ -227,36 +172,23 @@ fn platform_backend(platform: &str) -> Option<&'static str> {
     }
 }
 
-fn check_dynamic_batching(
-    batching: &ModelDynamicBatching,
-    config: &ModelConfig,
-) -> Result<(), String> {
+fn check_dynamic_batching(batching: &ModelDynamicBatching, config: &ModelConfig) -> Result<(), String> {
     let name = &config.name;
     for &size in &batching.preferred_batch_size {
         if size <= 0 {
-            return Err(format!(
-                "dynamic batching preferred size must be positive for {name}"
-            ));
+            return Err(format!("dynamic batching preferred size must be positive for {name}"));
         }
         if size > config.max_batch_size {
-            return Err(format!(
-                "dynamic batching preferred size must be <= max batch size for {name}"
-            ));
+            return Err(format!("dynamic batching preferred size must be <= max batch size for {name}"));
         }
     }
     let levels = batching.priority_levels;
     if levels != 0 {
         let in_range = |level: u64| (1..=levels).contains(&level);
         if !in_range(batching.default_priority_level) {
-            return Err(format!(
-                "default priority level must be in range [1, {levels}] for {name}"
-            ));
+            return Err(format!("default priority level must be in range [1, {levels}] for {name}"));
         }
-        if !batching
-            .priority_queue_policy
-            .keys()
-            .all(|&level| in_range(level))
-        {
+        if !batching.priority_queue_policy.keys().all(|&level| in_range(level)) {
             return Err(format!(
                 "priority queue policy must have priority level in range [1, {levels}] for {name}"
             ));
@@ -268,14 +200,9 @@ fn check_dynamic_batching(
                 "Only one priority level is allowed when 'preserve_ordering' is true for {name}"
             ));
         }
-        let policies = batching
-            .default_queue_policy
-            .iter()
-            .chain(batching.priority_queue_policy.values());
+        let policies = batching.default_queue_policy.iter().chain(batching.priority_queue_policy.values());
         for policy in policies {
-            if policy.default_timeout_microseconds != 0
-                && policy.timeout_action() == TimeoutAction::Delay
-            {
+            if policy.default_timeout_microseconds != 0 && policy.timeout_action() == TimeoutAction::Delay {
                 return Err(format!(
                     "Queue policy can not have DELAY as timeout action when 'preserve_ordering' is \
                      true for {name}"
@@ -286,17 +213,12 @@ fn check_dynamic_batching(
     Ok(())
 }
 
-fn check_sequence_batching(
-    batching: &ModelSequenceBatching,
-    config: &ModelConfig,
-) -> Result<(), String> {
+fn check_sequence_batching(batching: &ModelSequenceBatching, config: &ModelConfig) -> Result<(), String> {
     let name = &config.name;
     let mut tensors = HashSet::new();
     for input in &batching.control_input {
         if input.name.is_empty() {
-            return Err(format!(
-                "sequence batching control tensor must have a name for {name}"
-            ));
+            return Err(format!("sequence batching control tensor must have a name for {name}"));
         }
         if !tensors.insert(&input.name) {
             return Err(format!(
@@ -312,19 +234,14 @@ fn check_sequence_batching(
         ControlKind::ControlSequenceCorrid,
     ];
     for kind in kinds {
-        let mut controls = batching
-            .control_input
-            .iter()
-            .flat_map(|input| &input.control);
+        let mut controls = batching.control_input.iter().flat_map(|input| &input.control);
         let mut controls = controls.by_ref().filter(|control| control.kind() == kind);
         let Some(control) = controls.next() else {
             continue;
         };
         let kind = kind.as_str_name();
         if controls.next().is_some() {
-            return Err(format!(
-                "sequence batching specifies multiple {kind} tensors for {name}"
-            ));
+            return Err(format!("sequence batching specifies multiple {kind} tensors for {name}"));
         }
         let values = [
             ("int32_false_true", control.int32_false_true.len()),
@@ -340,10 +257,7 @@ fn check_sequence_batching(
                 ));
             }
             use DataType::*;
-            if !matches!(
-                control.data_type(),
-                TypeUint64 | TypeInt64 | TypeUint32 | TypeInt32 | TypeString
-            ) {
+            if !matches!(control.data_type(), TypeUint64 | TypeInt64 | TypeUint32 | TypeInt32 | TypeString) {
                 return Err(format!(
                     "unexpected data type for control {kind} for {name}. Allowed data types are \
                      TYPE_UINT64, TYPE_INT64, TYPE_UINT32, TYPE_INT32 and TYPE_STRING"
@@ -387,9 +301,7 @@ fn check_sequence_batching(
                 }
             }
         }
-        Some(StrategyChoice::Direct(direct))
-            if !(0.0..=1.0).contains(&direct.minimum_slot_utilization) =>
-        {
+        Some(StrategyChoice::Direct(direct)) if !(0.0..=1.0).contains(&direct.minimum_slot_utilization) => {
             return Err(format!(
                 "sequence batching minimum slot utilization must be in range (0.0, 1.0] for {name}"
             ));
@@ -419,19 +331,13 @@ fn check_ensemble<'a>(ensemble: &'a ModelEnsembling, config: &ModelConfig) -> Re
         ));
     }
     if !config.instance_group.is_empty() {
-        return Err(format!(
-            "instance group should not be specified for ensemble '{name}'"
-        ));
+        return Err(format!("instance group should not be specified for ensemble '{name}'"));
     }
     if config.optimization.is_some() {
-        return Err(format!(
-            "optimization should not be specified for ensemble '{name}'"
-        ));
+        return Err(format!("optimization should not be specified for ensemble '{name}'"));
     }
     if !config.model_warmup.is_empty() {
-        return Err(format!(
-            "model_warmup can not be specified for ensemble '{name}'"
-        ));
+        return Err(format!("model_warmup can not be specified for ensemble '{name}'"));
     }
     if ensemble.step.is_empty() {
         return Err(format!("must specify 'step' for ensemble '{name}'"));
@@ -441,10 +347,7 @@ fn check_ensemble<'a>(ensemble: &'a ModelEnsembling, config: &ModelConfig) -> Re
     let mut index: HashMap<&str, usize> = HashMap::new();
     let mut node = |tensors: &mut Vec<EnsembleTensor<'a>>, tensor: &'a str| {
         *index.entry(tensor).or_insert_with(|| {
-            tensors.push(EnsembleTensor {
-                name: tensor,
-                ..Default::default()
-            });
+            tensors.push(EnsembleTensor { name: tensor, ..Default::default() });
             tensors.len() - 1
         })
     };
@@ -483,10 +386,7 @@ fn check_ensemble<'a>(ensemble: &'a ModelEnsembling, config: &ModelConfig) -> Re
     let mut queue = Vec::new();
     for input in &config.input {
         let Some(&id) = index.get(input.name.as_str()) else {
-            return Err(format!(
-                "ensemble input '{}' for ensemble {name}' is not used",
-                input.name
-            ));
+            return Err(format!("ensemble input '{}' for ensemble {name}' is not used", input.name));
         };
         tensors[id].ready = true;
         queue.push(id);
@@ -502,27 +402,19 @@ fn check_ensemble<'a>(ensemble: &'a ModelEnsembling, config: &ModelConfig) -> Re
     let mut outputs = HashSet::new();
     for output in &config.output {
         let Some(&id) = index.get(output.name.as_str()) else {
-            return Err(format!(
-                "ensemble output '{}' for ensemble {name}' is not used",
-                output.name
-            ));
+            return Err(format!("ensemble output '{}' for ensemble {name}' is not used", output.name));
         };
         if !tensors[id].ready {
             // Follow not-ready producers back to the first one that is not connected.
             let mut source = id;
             let mut seen = HashSet::new();
-            while let Some(&prev) = tensors[source]
-                .prev
-                .iter()
-                .find(|&&p| !tensors[p].ready && !seen.contains(&p))
+            while let Some(&prev) =
+                tensors[source].prev.iter().find(|&&p| !tensors[p].ready && !seen.contains(&p))
             {
                 seen.insert(prev);
                 source = prev;
             }
-            let mut message = format!(
-                "output '{}' for ensemble '{name}' is not written",
-                output.name
-            );
+            let mut message = format!("output '{}' for ensemble '{name}' is not written", output.name);
             if source != id {
                 message += &format!(
                     ": at least one of its depending tensors, '{}', is not connected",
@@ -533,15 +425,9 @@ fn check_ensemble<'a>(ensemble: &'a ModelEnsembling, config: &ModelConfig) -> Re
         }
         outputs.insert(id);
     }
-    match tensors
-        .iter()
-        .enumerate()
-        .find(|(id, t)| !outputs.contains(id) && (!t.ready || t.next.is_empty()))
+    match tensors.iter().enumerate().find(|(id, t)| !outputs.contains(id) && (!t.ready || t.next.is_empty()))
     {
-        Some((_, unused)) => Err(format!(
-            "ensemble tensor '{}' is unused in ensemble '{name}'",
-            unused.name
-        )),
+        Some((_, unused)) => Err(format!("ensemble tensor '{}' is unused in ensemble '{name}'", unused.name)),
         None => Ok(()),
     }
 }
@@ -610,10 +496,7 @@ fn check_shape(
     if dims_size == WILDCARD {
         // Each stretch between variable-size dimensions must hold the same element count.
         let stretches = |shape: &[i64]| -> Vec<i64> {
-            shape
-                .split(|&dim| dim == WILDCARD)
-                .map(|stretch| stretch.iter().product())
-                .collect()
+            shape.split(|&dim| dim == WILDCARD).map(|stretch| stretch.iter().product()).collect()
         };
         let (dims_stretches, reshape_stretches) = (stretches(dims), stretches(&reshape.shape));
         if dims_stretches.len() != reshape_stretches.len() {
@@ -663,11 +546,10 @@ fn check_tensorrt_only(
 fn check_batch_io(config: &ModelConfig) -> Result<(), String> {
     let inputs: HashSet<&str> = config.input.iter().map(|io| io.name.as_str()).collect();
     let outputs: HashSet<&str> = config.output.iter().map(|io| io.name.as_str()).collect();
-    let check_sources =
-        |sources: &[String]| match sources.iter().find(|s| !inputs.contains(s.as_str())) {
-            Some(source) => Err(format!("unknown source input name '{source}'")),
-            None => Ok(()),
-        };
+    let check_sources = |sources: &[String]| match sources.iter().find(|s| !inputs.contains(s.as_str())) {
+        Some(source) => Err(format!("unknown source input name '{source}'")),
+        None => Ok(()),
+    };
     for batch_input in &config.batch_input {
         if batch_input.source_input.len() != 1 {
             return Err(format!(
@@ -676,10 +558,7 @@ fn check_batch_io(config: &ModelConfig) -> Result<(), String> {
                 batch_input.source_input.len()
             ));
         }
-        if !matches!(
-            batch_input.data_type(),
-            DataType::TypeInt32 | DataType::TypeFp32
-        ) {
+        if !matches!(batch_input.data_type(), DataType::TypeInt32 | DataType::TypeFp32) {
             return Err("batch input data type must be TYPE_INT32 or TYPE_FP32".into());
         }
         check_sources(&batch_input.source_input)?;
@@ -699,9 +578,7 @@ fn check_batch_io(config: &ModelConfig) -> Result<(), String> {
                 return Err(format!("unknown target output name '{target}'"));
             }
             if !targets.insert(target) {
-                return Err(format!(
-                    "target output name '{target}' can only be specified once"
-                ));
+                return Err(format!("target output name '{target}' can only be specified once"));
             }
         }
     }
@@ -727,16 +604,13 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
 
     fn error(text: &str) -> String {
         let config = config(text);
-        validate(&config)
-            .and_then(|()| validate_io(&config))
-            .unwrap_err()
+        validate(&config).and_then(|()| validate_io(&config)).unwrap_err()
     }
 
     #[test]
     fn accepts_a_plain_model() {
-        let mut model = config(&format!(
-            "backend: \"onnxruntime\" max_batch_size: 8 dynamic_batching {{ }} {IO}"
-        ));
+        let mut model =
+            config(&format!("backend: \"onnxruntime\" max_batch_size: 8 dynamic_batching {{ }} {IO}"));
         validate(&model).unwrap();
         validate_io(&model).unwrap();
         resolve_instance_kinds(&mut model, 0);
@@ -745,10 +619,7 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
 
     #[test]
     fn platform_and_backend() {
-        assert_eq!(
-            error("platform: \"custom\""),
-            "unexpected platform type 'custom' for m"
-        );
+        assert_eq!(error("platform: \"custom\""), "unexpected platform type 'custom' for m");
         assert_eq!(
             error("platform: \"ensemble\" backend: \"x\""),
             "Ensemble model 'm' must have platform type 'ensemble' and empty backend type"
@@ -773,21 +644,15 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
             "'max_batch_size' must be non-negative value for m"
         );
         assert_eq!(
-            error(&format!(
-                "{onnx} max_batch_size: 4 dynamic_batching {{ preferred_batch_size: [ 8 ] }}"
-            )),
+            error(&format!("{onnx} max_batch_size: 4 dynamic_batching {{ preferred_batch_size: [ 8 ] }}")),
             "dynamic batching preferred size must be <= max batch size for m"
         );
         assert_eq!(
-            error(&format!(
-                "{onnx} max_batch_size: 4 dynamic_batching {{ preferred_batch_size: [ 0 ] }}"
-            )),
+            error(&format!("{onnx} max_batch_size: 4 dynamic_batching {{ preferred_batch_size: [ 0 ] }}")),
             "dynamic batching preferred size must be positive for m"
         );
         assert_eq!(
-            error(&format!(
-                "{onnx} max_batch_size: 4 dynamic_batching {{ priority_levels: 2 }}"
-            )),
+            error(&format!("{onnx} max_batch_size: 4 dynamic_batching {{ priority_levels: 2 }}")),
             "default priority level must be in range [1, 2] for m"
         );
         assert_eq!(
@@ -798,18 +663,17 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
             "Queue policy can not have DELAY as timeout action when 'preserve_ordering' is true for m"
         );
         assert_eq!(
-            error(&format!("{onnx} max_batch_size: 4 sequence_batching {{ oldest {{ preferred_batch_size: [ 5 ] }} }}")),
+            error(&format!(
+                "{onnx} max_batch_size: 4 sequence_batching {{ oldest {{ preferred_batch_size: [ 5 ] }} }}"
+            )),
             "sequence batching preferred batch size must be <= max batch size for m"
         );
     }
 
     #[test]
     fn sequence_controls() {
-        let with = |controls: &str| {
-            error(&format!(
-                "backend: \"onnxruntime\" sequence_batching {{ {controls} }}"
-            ))
-        };
+        let with =
+            |controls: &str| error(&format!("backend: \"onnxruntime\" sequence_batching {{ {controls} }}"));
         assert_eq!(
             with("control_input [ { name: \"S\" control [ { kind: CONTROL_SEQUENCE_START } ] } ]"),
             "sequence batching must specify either 'int32_false_true', 'fp32_false_true' or \
@@ -821,8 +685,10 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
              CONTROL_SEQUENCE_START for m"
         );
         assert_eq!(
-            with("control_input [ { name: \"S\" control [ { int32_false_true: [ 0, 1 ] } ] },
-                                  { name: \"T\" control [ { bool_false_true: [ false, true ] } ] } ]"),
+            with(
+                "control_input [ { name: \"S\" control [ { int32_false_true: [ 0, 1 ] } ] },
+                                  { name: \"T\" control [ { bool_false_true: [ false, true ] } ] } ]"
+            ),
             "sequence batching specifies multiple CONTROL_SEQUENCE_START tensors for m"
         );
         assert_eq!(
@@ -843,18 +709,9 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
     #[test]
     fn inputs_and_outputs() {
         let io = |input: &str| error(&format!("backend: \"onnxruntime\" input [ {{ {input} }} ]"));
-        assert_eq!(
-            io("data_type: TYPE_FP32 dims: [ 1 ]"),
-            "model input must specify 'name' for m"
-        );
-        assert_eq!(
-            io("name: \"x\" dims: [ 1 ]"),
-            "model input 'x' must specify 'data_type' for m"
-        );
-        assert_eq!(
-            io("name: \"x\" data_type: TYPE_FP32"),
-            "model input 'x' must specify 'dims' for m"
-        );
+        assert_eq!(io("data_type: TYPE_FP32 dims: [ 1 ]"), "model input must specify 'name' for m");
+        assert_eq!(io("name: \"x\" dims: [ 1 ]"), "model input 'x' must specify 'data_type' for m");
+        assert_eq!(io("name: \"x\" data_type: TYPE_FP32"), "model input 'x' must specify 'dims' for m");
         assert_eq!(
             io("name: \"x\" data_type: TYPE_FP32 dims: [ 0 ]"),
             "model input 'x' dimension must be integer >= 1, or -1 to indicate a variable-size dimension for m"
@@ -886,9 +743,8 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
         );
         // Valid reshapes: scalar from [1], and equal stretches around variable dimensions.
         let ok = |input: &str| {
-            let model = config(&format!(
-                "backend: \"onnxruntime\" max_batch_size: 2 input [ {{ {input} }} ]"
-            ));
+            let model =
+                config(&format!("backend: \"onnxruntime\" max_batch_size: 2 input [ {{ {input} }} ]"));
             validate_io(&model).unwrap();
         };
         ok("name: \"x\" data_type: TYPE_FP32 dims: [ 1 ] reshape { }");
@@ -938,33 +794,18 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]
             ensemble("step [ { model_name: \"a\" } ]"),
             "must specify 'input_map' in step 0 of ensemble 'm'"
         );
+        assert_eq!(ensemble(&step("a", "other", "OUT")), "ensemble input 'IN' for ensemble m' is not used");
         assert_eq!(
-            ensemble(&step("a", "other", "OUT")),
-            "ensemble input 'IN' for ensemble m' is not used"
-        );
-        assert_eq!(
-            ensemble(&format!(
-                "{} {}",
-                step("a", "IN", "mid"),
-                step("b", "nowhere", "OUT")
-            )),
+            ensemble(&format!("{} {}", step("a", "IN", "mid"), step("b", "nowhere", "OUT"))),
             "output 'OUT' for ensemble 'm' is not written: at least one of its depending tensors, \
              'nowhere', is not connected"
         );
         assert_eq!(
-            ensemble(&format!(
-                "{} {}",
-                step("a", "IN", "OUT"),
-                step("b", "IN", "OUT")
-            )),
+            ensemble(&format!("{} {}", step("a", "IN", "OUT"), step("b", "IN", "OUT"))),
             "ensemble tensor 'OUT' can appear in an output map only once for ensemble 'm' step 1"
         );
         assert_eq!(
-            ensemble(&format!(
-                "{} {}",
-                step("a", "IN", "OUT"),
-                step("b", "IN", "spare")
-            )),
+            ensemble(&format!("{} {}", step("a", "IN", "OUT"), step("b", "IN", "spare"))),
             "ensemble tensor 'spare' is unused in ensemble 'm'"
         );
         assert_eq!(
