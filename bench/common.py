@@ -60,7 +60,7 @@ def perf_analyzer(model, url, protocol, concurrency, *extra, window_ms=2000):
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "pa.csv"
         cmd = [PERF_ANALYZER, "-m", model, "-u", url, "-i", protocol, "--concurrency-range", str(concurrency),
-               "-p", str(window_ms), "--max-trials", "10", "-f", str(out), *extra]
+               "-p", str(window_ms), "--max-trials", "20", "-s", "25", "-f", str(out), *extra]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"perf_analyzer failed: {r.stdout[-2000:]} {r.stderr[-2000:]}")
