@@ -72,6 +72,74 @@ def perf_analyzer(model, url, protocol, concurrency, *extra, window_ms=2000):
         }
 
 
+def median_run(run, times=3, key="p50_us"):
+    """The run with the median `key` of several: one noisy window on a shared machine moves a p50 a lot."""
+    results = sorted((run() for _ in range(times)), key=lambda r: r[key])
+    return results[len(results) // 2]
+
+
+class Nginx:
+    """Debian's nginx answering every request with a fixed body: the loopback limit."""
+
+    def __init__(self, body):
+        self.port = free_port()
+        self.dir = tempfile.TemporaryDirectory()
+        d = Path(self.dir.name)
+        (d / "body").write_bytes(body)
+        (d / "nginx.conf").write_text(f"""
+worker_processes 1;
+daemon off;
+error_log {d}/error.log;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d};
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{ default_type application/json; root {d}; try_files /body =404; error_page 405 =200 $uri; }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(d / "nginx.conf")])
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("nginx did not start")
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.dir.cleanup()
+
+
+def wrk(url, concurrency, body=None, duration_s=3):
+    """wrk's throughput and latency for POSTing `body` (GET without); p50/p99 in microseconds."""
+    with tempfile.TemporaryDirectory() as d:
+        args = ["wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}", f"-d{duration_s}s", "--latency"]
+        if body is not None:
+            (Path(d) / "body").write_bytes(body)
+            script = Path(d) / "post.lua"
+            script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                              f'local f = io.open("{d}/body", "rb")\nwrk.body = f:read("*a")\nf:close()\n')
+            args += ["-s", str(script)]
+        out = subprocess.run(args + [url], check=True, capture_output=True, text=True).stdout
+    def micros(text):
+        value, unit = float(text[:-2] if text[-2:] in ("us", "ms") else text[:-1]), text[-2:]
+        return value * {"us": 1, "ms": 1000}.get(unit, 1e6)
+    latency = {line.split()[0]: micros(line.split()[1]) for line in out.splitlines() if line.strip().startswith(("50%", "99%"))}
+    rps = next(float(line.split()[1]) for line in out.splitlines() if line.startswith("Requests/sec"))
+    non2xx = [line for line in out.splitlines() if "Non-2xx" in line]
+    if non2xx:
+        raise RuntimeError(f"wrk got errors from {url}: {non2xx[0]}")
+    return {"infer_per_s": rps, "p50_us": latency["50%"], "p99_us": latency["99%"]}
+
+
 def table(headers, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
