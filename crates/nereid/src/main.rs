@@ -16,6 +16,10 @@ use tokio::sync::watch;
 
 use cli::Cli;
 
+/// Requests allocate on several threads at once; glibc's malloc serialises them on arena locks.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn backends() -> Vec<Arc<dyn Backend>> {
     #[allow(unused_mut)]
     let mut list: Vec<Arc<dyn Backend>> = Vec::new();
