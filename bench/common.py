@@ -95,9 +95,17 @@ events {{ worker_connections 1024; }}
 http {{
   access_log off;
   client_body_temp_path {d};
+  client_max_body_size 0;
   server {{
     listen 127.0.0.1:{self.port};
     location / {{ default_type application/json; root {d}; try_files /body =404; error_page 405 =200 $uri; }}
+    # The same, but the request body is read (in memory) before the answer: for bodies of many MB, which
+    # "/" answers before they are sent, stalling wrk. Reading costs a subrequest, so "/" stays the default.
+    location /read/ {{
+      default_type application/json; root {d}; try_files /body =404; error_page 405 =200 $uri;
+      client_body_buffer_size 64m; mirror /mirror;
+    }}
+    location = /mirror {{ internal; return 204; }}
   }}
 }}
 """)
@@ -118,10 +126,13 @@ http {{
         self.dir.cleanup()
 
 
-def wrk(url, concurrency, body=None, duration_s=3):
-    """wrk's throughput and latency for POSTing `body` (GET without); p50/p99 in microseconds."""
+def wrk(url, concurrency, body=None, duration_s=3, timeout_s=None):
+    """wrk's throughput and latency for POSTing `body` (GET without); p50/p99 in microseconds.
+    `timeout_s` raises wrk's 2 s request timeout, for requests that legitimately take longer."""
     with tempfile.TemporaryDirectory() as d:
         args = ["wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}", f"-d{duration_s}s", "--latency"]
+        if timeout_s:
+            args.append(f"--timeout={timeout_s}s")
         if body is not None:
             (Path(d) / "body").write_bytes(body)
             script = Path(d) / "post.lua"
@@ -144,3 +155,47 @@ def table(headers, rows):
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def build_cnn(path, channels=32, size=64, classes=10, seed=0):
+    """Writes a small ResNet-style CNN with fixed random weights to `path`: a compute-bound model.
+
+    FP32 INPUT0 [batch, 3, size, size] -> OUTPUT0 [batch, classes]: a 3x3 stem, one residual block,
+    a stride-2 convolution to twice the channels, another residual block, global average pooling and
+    a dense layer (about 0.35 GFLOP per image at the defaults).
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, weights = [], []
+
+    def conv(x, cin, cout, stride=1, relu=True):
+        name = f"conv{len(weights)}"
+        w = rng.normal(0, (2 / (9 * cin)) ** 0.5, (cout, cin, 3, 3)).astype(np.float32)
+        weights.extend([numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(np.zeros(cout, np.float32), f"{name}.b")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [name], pads=[1, 1, 1, 1], strides=[stride, stride]))
+        if not relu:
+            return name
+        nodes.append(helper.make_node("Relu", [name], [f"{name}.relu"]))
+        return f"{name}.relu"
+
+    def block(x, c):
+        y = conv(conv(x, c, c), c, c, relu=False)
+        nodes.append(helper.make_node("Add", [x, y], [f"{y}.sum"]))
+        nodes.append(helper.make_node("Relu", [f"{y}.sum"], [f"{y}.out"]))
+        return f"{y}.out"
+
+    x = block(conv("INPUT0", 3, channels), channels)
+    x = block(conv(x, channels, 2 * channels, stride=2), 2 * channels)
+    dense = rng.normal(0, (1 / (2 * channels)) ** 0.5, (2 * channels, classes)).astype(np.float32)
+    weights.append(numpy_helper.from_array(dense, "dense.w"))
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["pooled"]), helper.make_node("Flatten", ["pooled"], ["flat"]),
+              helper.make_node("MatMul", ["flat", "dense.w"], ["OUTPUT0"])]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("INPUT0", TensorProto.FLOAT, ["batch", 3, size, size])],
+                              [helper.make_tensor_value_info("OUTPUT0", TensorProto.FLOAT, ["batch", classes])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))

@@ -27,6 +27,26 @@ pub(crate) fn from_onnx(element: Onnx) -> Option<DataType> {
     DataType::ALL.into_iter().find(|&d| to_onnx(d) == element)
 }
 
+/// ONNX Runtime's name for a datatype's element type (Triton's `OnnxDataTypeName`).
+pub(crate) fn onnx_name(datatype: DataType) -> &'static str {
+    match datatype {
+        DataType::Bool => "BOOL",
+        DataType::Uint8 => "UINT8",
+        DataType::Uint16 => "UINT16",
+        DataType::Uint32 => "UINT32",
+        DataType::Uint64 => "UINT64",
+        DataType::Int8 => "INT8",
+        DataType::Int16 => "INT16",
+        DataType::Int32 => "INT32",
+        DataType::Int64 => "INT64",
+        DataType::Fp16 => "FLOAT16",
+        DataType::Fp32 => "FLOAT",
+        DataType::Fp64 => "DOUBLE",
+        DataType::Bytes => "STRING",
+        DataType::Bf16 => "BFLOAT16",
+    }
+}
+
 /// The model config's name for a datatype (`TYPE_FP32`, `TYPE_STRING` for BYTES), as in messages.
 pub(crate) fn config_name(datatype: DataType) -> &'static str {
     nereid_proto::inference::DataType::try_from(datatype.to_config())
@@ -59,5 +79,7 @@ mod tests {
         assert_eq!(config_name(DataType::Fp32), "TYPE_FP32");
         assert_eq!(config_name(DataType::Bytes), "TYPE_STRING");
         assert_eq!(config_name(DataType::Bf16), "TYPE_BF16");
+        assert_eq!(onnx_name(DataType::Fp32), "FLOAT");
+        assert_eq!(onnx_name(DataType::Bytes), "STRING");
     }
 }

@@ -4,9 +4,10 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ort::environment::Environment;
+use ort::logging::LogLevel;
 
 /// How a platform names the library; the rules are plain so every platform's are tested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +125,8 @@ pub fn environment() -> Result<Environment, String> {
     static ENVIRONMENT: Mutex<Option<Environment>> = Mutex::new(None);
     let mut slot = ENVIRONMENT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(env) = slot.as_ref() {
+        // The server's log settings may have changed since (`/v2/logging`).
+        env.set_log_level(log_level());
         return Ok(env.clone());
     }
     let platform = Platform::current();
@@ -132,11 +135,36 @@ pub fn environment() -> Result<Environment, String> {
     let env = ort::init_from(&path)
         .map_err(|e| format!("unable to load ONNX Runtime: {e}"))?
         .with_name("nereid")
+        .with_logger(Arc::new(forward_log))
         .build()
         .map_err(|e| format!("unable to start ONNX Runtime from '{}': {e}", path.display()))?;
+    env.set_log_level(log_level());
     log::info!("ONNX Runtime loaded from '{}'", path.display());
     *slot = Some(env.clone());
     Ok(env)
+}
+
+/// ONNX Runtime's own messages go to the server's log: its warnings and errors always, its
+/// info with `--log-verbose=1`, its verbose messages (node placements among them) with 2.
+fn forward_log(level: LogLevel, _category: &str, _id: &str, location: &str, message: &str) {
+    let level = match level {
+        LogLevel::Verbose => log::Level::Trace,
+        LogLevel::Info => log::Level::Debug,
+        LogLevel::Warning => log::Level::Warn,
+        LogLevel::Error | LogLevel::Fatal => log::Level::Error,
+    };
+    log::log!(target: "onnxruntime", level, "ONNX Runtime ({location}): {message}");
+}
+
+/// The least severe level the server's log shows, so ONNX Runtime formats nothing it drops.
+fn log_level() -> LogLevel {
+    if log::log_enabled!(target: "onnxruntime", log::Level::Trace) {
+        LogLevel::Verbose
+    } else if log::log_enabled!(target: "onnxruntime", log::Level::Debug) {
+        LogLevel::Info
+    } else {
+        LogLevel::Warning
+    }
 }
 
 #[cfg(test)]

@@ -151,7 +151,9 @@ fn config_datatype_mismatch_fails_load() {
     let Some(repo) = repository() else { return };
     let mut config = auto_config(repo.path(), "add");
     config.input[0] = ModelInput { data_type: DataType::Fp32.to_config(), ..config.input[0].clone() };
-    let err = OnnxRuntimeBackend.load_model(&location(repo.path(), "add"), &config).err().unwrap();
+    let model = OnnxRuntimeBackend.load_model(&location(repo.path(), "add"), &config).unwrap();
+    let spec = InstanceSpec { name: "add_0".into(), kind: InstanceKind::Cpu, device_id: 0 };
+    let err = model.create_instance(&spec).err().unwrap();
     assert_eq!(
         err.message,
         "unable to load model 'add', configuration expects datatype TYPE_FP32 for input 'INPUT0', model provides TYPE_INT32"

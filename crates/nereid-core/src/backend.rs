@@ -14,6 +14,7 @@ use nereid_proto::inference::ModelConfig;
 
 use crate::error::Result;
 use crate::infer_request::InferRequest;
+use crate::server::ServerLink;
 use crate::tensor::Tensor;
 
 /// Where a model version lives and the settings its backend was given.
@@ -91,6 +92,16 @@ pub trait Backend: Send + Sync {
     /// The name configs use in `backend:` (e.g. "onnxruntime").
     fn name(&self) -> &'static str;
 
+    /// Given once, before any model loads: the server, for backends that call back into it
+    /// (Python's BLS and model loading API). It resolves once the server is running.
+    fn set_server(&self, _server: ServerLink) {}
+
+    /// Whether instances can run on a GPU now; when not, `KIND_AUTO` groups go on the CPU
+    /// (e.g. the loaded runtime lacks GPU support).
+    fn can_use_gpu(&self) -> bool {
+        true
+    }
+
     /// Fills in what the config leaves out, from the model itself (Triton's auto-complete).
     fn auto_complete_config(&self, _model: &ModelLocation, _config: &mut ModelConfig) -> Result<()> {
         Ok(())
@@ -102,11 +113,23 @@ pub trait Backend: Send + Sync {
 
 pub trait BackendModel: Send + Sync {
     fn create_instance(&self, instance: &InstanceSpec) -> Result<Box<dyn BackendInstance>>;
+
+    /// Whether the model can serve now (Triton's `TRITONBACKEND_ModelInstanceReady`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Called once at unload, after the last execution: release what the instances hold.
+    fn unload(&self) {}
 }
 
 pub trait BackendInstance: Send {
     /// Executes a batch. Returns one result per request, in order: the request's output
     /// tensors, or the error for that request alone. Requests in a batch have been validated
     /// against the config (names, datatypes, shapes) by the core.
+    ///
+    /// A decoupled model's requests carry a [`crate::decoupled::ResponseSender`]: the backend
+    /// sends their responses through it (now or later) and returns no outputs; returning an
+    /// error instead means it has dropped the sender, and the error ends the request.
     fn execute(&mut self, requests: &[InferRequest], timer: &mut ExecTimer) -> Vec<Result<Vec<Tensor>>>;
 }

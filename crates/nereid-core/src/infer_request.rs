@@ -1,11 +1,14 @@
 //! An inference request as the core sees it, whatever frontend it came through.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use nereid_proto::inference::ModelConfig;
 
+use crate::decoupled::ResponseSender;
 use crate::error::{Error, Result};
+use crate::stats::ComputeSink;
 use crate::tensor::{bytes_elements, element_count, DataType, Tensor};
 
 /// A request or response parameter (Triton's `InferParameter`).
@@ -54,6 +57,10 @@ pub struct InferRequest {
     pub timeout_us: u64,
     /// When the frontend finished decoding it; request durations are measured from here.
     pub received: Instant,
+    /// Where a decoupled model's responses go (set by [`crate::model::Model::submit_stream`]).
+    pub response_sender: Option<ResponseSender>,
+    /// A step of an ensemble request adds its compute durations here.
+    pub(crate) compute_sink: Option<Arc<ComputeSink>>,
 }
 
 impl InferRequest {
@@ -71,6 +78,8 @@ impl InferRequest {
             priority: 0,
             timeout_us: 0,
             received: Instant::now(),
+            response_sender: None,
+            compute_sink: None,
         }
     }
 

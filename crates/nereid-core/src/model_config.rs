@@ -14,7 +14,7 @@ use nereid_proto::inference::ModelConfig;
 use prost::Message;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
-pub use normalize::{fill_defaults, resolve_instance_kinds};
+pub use normalize::{fill_defaults, place_auto_on_cpu, resolve_instance_kinds};
 pub use validate::{validate, validate_instance_groups, validate_io};
 
 /// A config that could not be read or parsed; the message names the file and, for syntax and

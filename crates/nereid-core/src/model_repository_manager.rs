@@ -3,16 +3,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use nereid_proto::inference::{model_version_policy, ModelConfig};
 use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{Backend, ModelLocation};
+use crate::devices;
+use crate::ensemble_scheduler::{self, ModelLookup};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model_config;
+use crate::server::ServerLink;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlMode {
@@ -86,23 +89,38 @@ struct ModelEntry {
 
 type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 
+/// A model ready to load: its backend (none for an ensemble), final config and versions.
+type Prepared = (Option<Arc<dyn Backend>>, ModelConfig, Vec<i64>);
+
 pub struct ModelRepositoryManager {
     options: RepositoryOptions,
     backends: HashMap<String, Arc<dyn Backend>>,
-    models: RwLock<BTreeMap<String, ModelEntry>>,
+    /// Shared with the ensembles, which find their composing models in it.
+    models: Arc<RwLock<BTreeMap<String, ModelEntry>>>,
     /// Load and unload of one model never overlap.
     ops: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    server: ServerLink,
 }
 
 impl ModelRepositoryManager {
     pub fn new(options: RepositoryOptions, backends: Vec<Arc<dyn Backend>>) -> Self {
+        let server = ServerLink::default();
+        for backend in &backends {
+            backend.set_server(server.clone());
+        }
         let backends = backends.into_iter().map(|b| (b.name().to_string(), b)).collect();
         ModelRepositoryManager {
             options,
             backends,
-            models: RwLock::new(BTreeMap::new()),
+            models: Arc::default(),
             ops: Mutex::new(HashMap::new()),
+            server,
         }
+    }
+
+    /// The link [`crate::server::InferenceServer::into_shared`] sets for the backends.
+    pub(crate) fn server_link(&self) -> &ServerLink {
+        &self.server
     }
 
     /// Model folders in all repositories; a name found in two is an error for that model.
@@ -168,8 +186,9 @@ impl ModelRepositoryManager {
             },
         };
         let fingerprint = fingerprint(&model_dir);
-        let prepared =
-            self.prepare(name, &model_dir, overrides.as_ref().and_then(|o| o.config_json.as_deref()));
+        let prepared = self
+            .prepare(name, &model_dir, overrides.as_ref().and_then(|o| o.config_json.as_deref()))
+            .and_then(|p| self.load_composing_models(&p.1).map(|()| p));
         let (backend, config, versions) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -204,10 +223,19 @@ impl ModelRepositoryManager {
                         version: v,
                         model_dir: model_dir.clone(),
                         version_dir: model_dir.join(v.to_string()),
-                        backend_config: self.backend_settings(backend.name()),
+                        backend_config: backend
+                            .as_ref()
+                            .map(|b| self.backend_settings(b.name()))
+                            .unwrap_or_default(),
                     };
                     let (backend, config) = (&backend, config.clone());
-                    s.spawn(move || (v, Model::load(backend.as_ref(), &location, config)))
+                    s.spawn(move || {
+                        let model = match backend {
+                            Some(backend) => Model::load(backend.as_ref(), &location, config),
+                            None => Model::load_ensemble(&location, config, self.lookup()),
+                        };
+                        (v, model)
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("model load thread panicked")).collect()
@@ -251,13 +279,9 @@ impl ModelRepositoryManager {
         }
     }
 
-    /// Reads, completes and checks the config; picks the backend and the versions to load.
-    fn prepare(
-        &self,
-        name: &str,
-        model_dir: &Path,
-        config_json: Option<&str>,
-    ) -> Result<(Arc<dyn Backend>, ModelConfig, Vec<i64>)> {
+    /// Reads, completes and checks the config; picks the backend (none for an ensemble) and the
+    /// versions to load.
+    fn prepare(&self, name: &str, model_dir: &Path, config_json: Option<&str>) -> Result<Prepared> {
         let mut config = match config_json {
             Some(json) => {
                 let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
@@ -293,10 +317,16 @@ impl ModelRepositoryManager {
             }
         }
         model_config::fill_defaults(&mut config, name);
+        // An ensemble has no backend, instances or auto-complete: its steps run on other models.
+        if ensemble_scheduler::is_ensemble(&config) {
+            model_config::validate(&config)
+                .and_then(|()| model_config::validate_io(&config))
+                .map_err(Error::invalid_arg)?;
+            let versions = select_versions(&config, &available, name)?;
+            return Ok((None, config, versions));
+        }
         let backend = self.backends.get(&config.backend).cloned().ok_or_else(|| {
-            if config.platform == "ensemble" {
-                Error::unsupported("ensemble models are not supported yet")
-            } else if config.backend.is_empty() {
+            if config.backend.is_empty() {
                 Error::invalid_arg(format!(
                     "Invalid argument: unexpected platform type '{}' for {name}",
                     config.platform
@@ -320,13 +350,99 @@ impl ModelRepositoryManager {
                 backend.auto_complete_config(&location, &mut config)?;
             }
         }
-        model_config::resolve_instance_kinds(&mut config, self.options.gpu_count);
+        // KIND_AUTO takes a GPU only where the platform allows it and the backend can use one.
+        let gpu_count = self.options.gpu_count;
+        if gpu_count == 0 || !devices::auto_uses_gpu() || !backend.can_use_gpu() {
+            model_config::place_auto_on_cpu(&mut config);
+        }
+        model_config::resolve_instance_kinds(&mut config, gpu_count);
         model_config::validate(&config)
             .and_then(|()| model_config::validate_io(&config))
             .and_then(|()| model_config::validate_instance_groups(&config, self.options.gpu_count))
             .map_err(Error::invalid_arg)?;
         let versions = select_versions(&config, &available, name)?;
-        Ok((backend, config, versions))
+        Ok((Some(backend), config, versions))
+    }
+
+    /// Loads an ensemble's composing models that are not loaded yet (as Triton does before
+    /// loading an ensemble), then checks the steps against them.
+    fn load_composing_models(&self, config: &ModelConfig) -> Result<()> {
+        if !ensemble_scheduler::is_ensemble(config) {
+            return Ok(());
+        }
+        let name = &config.name;
+        if let Some(cycle) = self.find_cycle(&mut vec![name.clone()], config) {
+            return Err(Error::invalid_arg(format!("circular dependency between ensembles: {cycle}")));
+        }
+        let composing = ensemble_scheduler::composing_models(config);
+        let found = self.scan();
+        let missing: Vec<&str> = composing
+            .iter()
+            .map(|(m, _)| m.as_str())
+            .filter(|m| !matches!(found.get(*m), Some(Ok(_))))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::invalid_arg(format!(
+                "ensemble {name} contains models that are not available or ambiguous: {}",
+                missing.join(", ")
+            )));
+        }
+        for (model, _) in &composing {
+            let op = self.op_lock(model);
+            let _guard = op.lock();
+            if self.get_model(model, None).is_ok() {
+                continue;
+            }
+            self.load_locked(model, None).map_err(|e| {
+                Error::invalid_arg(format!(
+                    "ensemble '{name}' depends on '{model}' which has no loaded version. Model '{model}' loading failed with error: {}",
+                    e.message
+                ))
+            })?;
+        }
+        ensemble_scheduler::validate(config, &self.lookup())
+    }
+
+    /// A cycle of ensembles through `path` (as their configs in the repositories say), as
+    /// Triton prints it: `a -> ... -> b -> a`.
+    fn find_cycle(&self, path: &mut Vec<String>, config: &ModelConfig) -> Option<String> {
+        for (model, _) in ensemble_scheduler::composing_models(config) {
+            if let Some(start) = path.iter().position(|p| *p == model) {
+                return Some(format!(
+                    "{} -> ... -> {} -> {}",
+                    path[start],
+                    path[path.len() - 1],
+                    path[start]
+                ));
+            }
+            let Some(next) = self.repository_config(&model) else { continue };
+            if ensemble_scheduler::is_ensemble(&next) {
+                path.push(model);
+                let cycle = self.find_cycle(path, &next);
+                path.pop();
+                if cycle.is_some() {
+                    return cycle;
+                }
+            }
+        }
+        None
+    }
+
+    /// A model's config as its repository holds it.
+    fn repository_config(&self, name: &str) -> Option<ModelConfig> {
+        let dir = self.scan().remove(name)?.ok()?;
+        model_config::load_config_file(&dir, self.options.config_name.as_deref()).ok().flatten()
+    }
+
+    /// How ensembles find their composing models at request time.
+    fn lookup(&self) -> ModelLookup {
+        let models = Arc::downgrade(&self.models);
+        Arc::new(move |name: &str, version: Option<i64>| {
+            let models =
+                Weak::upgrade(&models).ok_or_else(|| Error::unavailable("the server is shutting down"))?;
+            let models = models.read();
+            find_model(&models, name, version)
+        })
     }
 
     /// Unloads every version; Triton's errors when the model was never served.
@@ -339,7 +455,23 @@ impl ModelRepositoryManager {
             )));
         }
         self.unload_versions(name, |_| true);
+        drop(_guard);
+        // As in Triton, an ensemble goes with any of its composing models.
+        for ensemble in self.ensembles_using(name) {
+            let _ = self.unload(&ensemble);
+        }
         Ok(())
+    }
+
+    /// Loaded ensembles with a step on `model`.
+    fn ensembles_using(&self, model: &str) -> Vec<String> {
+        let models = self.models.read();
+        let uses =
+            |m: &Arc<Model>| ensemble_scheduler::composing_models(&m.config).iter().any(|(c, _)| c == model);
+        (models.iter())
+            .filter(|(_, e)| e.versions.values().any(|s| s.model.as_ref().is_some_and(uses)))
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     fn unload_versions(&self, name: &str, which: impl Fn(i64) -> bool) {
@@ -385,32 +517,7 @@ impl ModelRepositoryManager {
 
     /// The version a request should use: the one asked for, or the newest ready one.
     pub fn get_model(&self, name: &str, version: Option<i64>) -> Result<Arc<Model>> {
-        let models = self.models.read();
-        let Some(entry) = models.get(name).filter(|e| !e.versions.is_empty()) else {
-            return Err(Error::not_found(format!("Request for unknown model: '{name}' is not found")));
-        };
-        match version {
-            Some(v) => match entry.versions.get(&v) {
-                None => Err(Error::not_found(format!(
-                    "Request for unknown model: '{name}' version {v} is not found"
-                ))),
-                Some(slot) => match (&slot.model, slot.state) {
-                    (Some(m), ModelState::Ready) => Ok(m.clone()),
-                    _ => Err(Error::unavailable(format!(
-                        "Request for unknown model: '{name}' version {v} is not at ready state"
-                    ))),
-                },
-            },
-            None => entry
-                .versions
-                .values()
-                .rev()
-                .find(|s| s.state == ModelState::Ready)
-                .and_then(|s| s.model.clone())
-                .ok_or_else(|| {
-                    Error::not_found(format!("Request for unknown model: '{name}' has no available versions"))
-                }),
-        }
+        find_model(&self.models.read(), name, version)
     }
 
     /// Every loaded-ready model version, for statistics.
@@ -489,11 +596,27 @@ impl ModelRepositoryManager {
                 _ => {}
             }
         }
-        for (name, dir) in found {
-            if dir.is_ok() && !known.iter().any(|(n, _, _)| *n == name) {
-                let _ = self.load(&name, None);
-            }
-        }
+        let new: Vec<String> = (found.into_iter())
+            .filter(|(name, dir)| dir.is_ok() && !known.iter().any(|(n, _, _)| n == name))
+            .map(|(name, _)| name)
+            .collect();
+        self.load_all(&new);
+    }
+
+    /// Loads models in parallel (startup, new models when polling), ensembles after the others
+    /// so that they find their composing models loaded rather than load them too. True when
+    /// all loaded.
+    pub fn load_all(&self, names: &[String]) -> bool {
+        let (ensembles, plain): (Vec<&String>, Vec<&String>) = names
+            .iter()
+            .partition(|n| self.repository_config(n).is_some_and(|c| ensemble_scheduler::is_ensemble(&c)));
+        [plain, ensembles].into_iter().fold(true, |all, names| {
+            let loaded = std::thread::scope(|s| {
+                let handles: Vec<_> = names.iter().map(|m| s.spawn(|| self.load(m, None).is_ok())).collect();
+                handles.into_iter().all(|h| h.join().unwrap_or(false))
+            });
+            all && loaded
+        })
     }
 
     /// Unloads everything (shutdown).
@@ -510,6 +633,32 @@ impl ModelRepositoryManager {
             e.error.is_none()
                 && e.versions.values().all(|s| s.state == ModelState::Ready || s.reason == "unloaded")
         })
+    }
+}
+
+/// The version a request should use: the one asked for, or the newest ready one.
+fn find_model(models: &BTreeMap<String, ModelEntry>, name: &str, version: Option<i64>) -> Result<Arc<Model>> {
+    let Some(entry) = models.get(name).filter(|e| !e.versions.is_empty()) else {
+        return Err(Error::not_found(format!("Request for unknown model: '{name}' is not found")));
+    };
+    match version {
+        Some(v) => match entry.versions.get(&v) {
+            None => {
+                Err(Error::not_found(format!("Request for unknown model: '{name}' version {v} is not found")))
+            }
+            Some(slot) => match (&slot.model, slot.state) {
+                (Some(m), ModelState::Ready) => Ok(m.clone()),
+                _ => Err(Error::unavailable(format!(
+                    "Request for unknown model: '{name}' version {v} is not at ready state"
+                ))),
+            },
+        },
+        None => (entry.versions.values().rev())
+            .find(|s| s.state == ModelState::Ready)
+            .and_then(|s| s.model.clone())
+            .ok_or_else(|| {
+                Error::not_found(format!("Request for unknown model: '{name}' has no available versions"))
+            }),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The server: the one API the frontends call. It owns the model repository manager and
 //! answers Triton's server, model, repository, statistics and logging requests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
 use nereid_proto::inference::ModelConfig;
 
+use crate::decoupled::ResponseStream;
 use crate::error::{Error, Result};
 use crate::infer_request::InferRequest;
 use crate::infer_response::InferResponse;
@@ -13,10 +14,12 @@ use crate::model::{Model, Pending};
 use crate::model_repository_manager::{
     ControlMode, IndexEntry, LoadOverride, ModelRepositoryManager, ModelState,
 };
+use crate::shared_memory_manager::SharedMemoryManager;
 use crate::stats::StatsSnapshot;
 use crate::tensor::DataType;
 
-/// Extensions that really work; perf_analyzer and clients read this list.
+/// Extensions that really work; perf_analyzer and clients read this list (see
+/// [`InferenceServer::extensions`], which adds CUDA shared memory where CUDA loads).
 pub const EXTENSIONS: &[&str] = &[
     "classification",
     "model_repository",
@@ -26,6 +29,7 @@ pub const EXTENSIONS: &[&str] = &[
     "sequence",
     "statistics",
     "logging",
+    "system_shared_memory",
 ];
 
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct ServerOptions {
     pub id: String,
     pub control_mode: ControlMode,
     pub strict_readiness: bool,
+    /// `--allow-client-shm`: clients may register shared memory regions.
+    pub allow_client_shm: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -59,15 +65,43 @@ pub struct ModelStatistics {
     pub stats: StatsSnapshot,
 }
 
+/// The running server, as a backend sees it: set once [`InferenceServer::into_shared`] has
+/// run, empty before (while the startup models load) and after the server is gone.
+#[derive(Clone, Default)]
+pub struct ServerLink(Arc<OnceLock<Weak<InferenceServer>>>);
+
+impl ServerLink {
+    pub fn get(&self) -> Option<Arc<InferenceServer>> {
+        self.0.get()?.upgrade()
+    }
+}
+
+impl std::fmt::Debug for ServerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.get().is_some() { "ServerLink(linked)" } else { "ServerLink(unlinked)" })
+    }
+}
+
 pub struct InferenceServer {
     options: ServerOptions,
     repository: Arc<ModelRepositoryManager>,
     logging: &'static LogSettings,
+    shared_memory: SharedMemoryManager,
 }
 
 impl InferenceServer {
     pub fn new(options: ServerOptions, repository: Arc<ModelRepositoryManager>) -> Self {
-        InferenceServer { options, repository, logging: crate::logging::settings() }
+        let shared_memory = SharedMemoryManager::new(options.allow_client_shm);
+        InferenceServer { options, repository, logging: crate::logging::settings(), shared_memory }
+    }
+
+    pub fn extensions(&self) -> Vec<&'static str> {
+        let cuda = self.shared_memory.cuda_available().then_some("cuda_shared_memory");
+        EXTENSIONS.iter().copied().chain(cuda).collect()
+    }
+
+    pub fn shared_memory(&self) -> &SharedMemoryManager {
+        &self.shared_memory
     }
 
     pub fn id(&self) -> &str {
@@ -96,7 +130,7 @@ impl InferenceServer {
     }
 
     pub fn model_ready(&self, name: &str, version: Option<i64>) -> bool {
-        self.repository.get_model(name, version).is_ok()
+        self.repository.get_model(name, version).is_ok_and(|m| m.is_ready())
     }
 
     pub fn model_config(&self, name: &str, version: Option<i64>) -> Result<ModelConfig> {
@@ -135,6 +169,19 @@ impl InferenceServer {
 
     pub async fn infer(&self, request: InferRequest) -> Result<InferResponse> {
         self.submit(request)?.await
+    }
+
+    /// Queues a request for any model; its responses arrive through the stream (see
+    /// [`Model::submit_stream`]).
+    pub fn submit_stream(&self, request: InferRequest) -> Result<ResponseStream> {
+        self.model(&request.model_name, request.model_version)?.submit_stream(request)
+    }
+
+    /// Shares the server and links it to the backends that call back into it.
+    pub fn into_shared(self) -> Arc<InferenceServer> {
+        let server = Arc::new(self);
+        let _ = server.repository.server_link().0.set(Arc::downgrade(&server));
+        server
     }
 
     /// Statistics of one model (all its ready versions, or one), or of every model.

@@ -40,6 +40,31 @@ pub struct ComputeTimes {
     pub output: Duration,
 }
 
+/// Compute durations summed over several executions: an ensemble request's, over the requests
+/// of its steps (Triton's secondary stats aggregator).
+#[derive(Default, Debug)]
+pub struct ComputeSink {
+    input_ns: AtomicU64,
+    infer_ns: AtomicU64,
+    output_ns: AtomicU64,
+}
+
+impl ComputeSink {
+    pub fn add(&self, t: ComputeTimes) {
+        self.input_ns.fetch_add(t.input.as_nanos() as u64, Relaxed);
+        self.infer_ns.fetch_add(t.infer.as_nanos() as u64, Relaxed);
+        self.output_ns.fetch_add(t.output.as_nanos() as u64, Relaxed);
+    }
+
+    pub fn get(&self) -> ComputeTimes {
+        ComputeTimes {
+            input: Duration::from_nanos(self.input_ns.load(Relaxed)),
+            infer: Duration::from_nanos(self.infer_ns.load(Relaxed)),
+            output: Duration::from_nanos(self.output_ns.load(Relaxed)),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct BatchStats {
     pub batch_size: u64,

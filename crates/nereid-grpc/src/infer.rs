@@ -7,14 +7,22 @@ use std::future::Future;
 use nereid_core::infer_request::{parse_version, InferRequest, ParamValue, Parameters, RequestedOutput};
 use nereid_core::infer_response::InferResponse;
 use nereid_core::server::InferenceServer;
+use nereid_core::shared_memory_manager::{RequestRegions, SharedMemoryManager};
 use nereid_core::tensor::{DataType, Tensor};
 use nereid_core::{Error, Result};
 use nereid_proto::inference::infer_parameter::ParameterChoice;
 use nereid_proto::inference::model_infer_response::InferOutputTensor;
 use nereid_proto::inference::{InferParameter, ModelInferRequest, ModelInferResponse};
 
-/// Decodes, runs and encodes one request; shared by ModelInfer and ModelStreamInfer.
+use crate::shared_memory::{region_slice, RegionSlice};
+
+/// Decodes, runs and encodes one ModelInfer request (not for decoupled models, as in Triton).
 pub async fn run(server: &InferenceServer, request: ModelInferRequest) -> Result<ModelInferResponse> {
+    if crate::decoupled::is_decoupled(server, &request) {
+        return Err(Error::unsupported(
+            "ModelInfer RPC doesn't support models with decoupled transaction policy",
+        ));
+    }
     submit(server, request).await
 }
 
@@ -25,10 +33,14 @@ pub fn submit(
     request: ModelInferRequest,
 ) -> impl Future<Output = Result<ModelInferResponse>> {
     let id = if request.id.is_empty() { "<id_unknown>".to_string() } else { request.id.clone() };
-    let queued = to_core(request).and_then(|r| server.submit(r));
+    let queued = to_core(server.shared_memory(), request)
+        .and_then(|(request, regions)| Ok((server.submit(request)?, regions)));
     async move {
         let result = match queued {
-            Ok(pending) => pending.await.map(to_wire),
+            Ok((pending, regions)) => pending.await.and_then(|mut response| {
+                regions.finish(&mut response)?;
+                Ok(to_wire(response))
+            }),
             Err(e) => Err(e),
         };
         if let Err(e) = &result {
@@ -38,8 +50,10 @@ pub fn submit(
     }
 }
 
-pub fn to_core(wire: ModelInferRequest) -> Result<InferRequest> {
+/// The core's request, and the shared memory regions it reads and writes.
+pub fn to_core(shm: &SharedMemoryManager, wire: ModelInferRequest) -> Result<(InferRequest, RequestRegions)> {
     let model = wire.model_name;
+    let mut regions = RequestRegions::default();
     let mut request = InferRequest::new(model.clone(), parse_version(&wire.model_version)?);
     request.id = wire.id;
     request.apply_parameters(to_params(wire.parameters)?)?;
@@ -48,47 +62,59 @@ pub fn to_core(wire: ModelInferRequest) -> Result<InferRequest> {
     // Raw contents go to the inputs without typed contents, in order; extras are ignored as in Triton.
     let mut raw = wire.raw_input_contents.into_iter();
     for input in wire.inputs {
-        refuse_shared_memory(&input.name, &input.parameters)?;
+        let slice = region_slice(&input.name, &input.parameters)?;
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
             Error::invalid_arg(format!(
                 "invalid datatype '{}' for input tensor '{}' for model '{model}'",
                 input.datatype, input.name
             ))
         })?;
-        let data = match (&input.contents, raw_given) {
-            (Some(_), true) => {
+        let data = match (slice, &input.contents, raw_given) {
+            (Some(_), Some(_), _) => {
+                return Err(Error::invalid_arg(format!(
+                    "unexpected 'content' provided when using shared memory for input tensor '{}' for model '{model}'",
+                    input.name
+                )))
+            }
+            (Some(RegionSlice { region, offset, byte_size }), None, _) => {
+                shm.input(&mut regions, &region, offset, byte_size)?
+            }
+            (None, Some(_), true) => {
                 return Err(Error::invalid_arg(format!(
                     "contents field must not be specified when using raw_input_contents for '{}' for model '{model}'",
                     input.name
                 )))
             }
-            (Some(contents), false) => crate::contents::typed_to_bytes(&input.name, &model, datatype, contents)?,
-            (None, _) => raw.next().ok_or_else(|| {
-                Error::invalid_arg(format!(
-                    "unable to find data for input tensor '{}' for model '{model}' in request.",
-                    input.name
-                ))
-            })?,
+            (None, Some(contents), false) => {
+                crate::contents::typed_to_bytes(&input.name, &model, datatype, contents)?.into()
+            }
+            (None, None, _) => raw
+                .next()
+                .ok_or_else(|| {
+                    Error::invalid_arg(format!(
+                        "unable to find data for input tensor '{}' for model '{model}' in request.",
+                        input.name
+                    ))
+                })?
+                .into(),
         };
         request.inputs.push(Tensor::new(input.name, datatype, input.shape, data));
     }
 
     for output in wire.outputs {
-        refuse_shared_memory(&output.name, &output.parameters)?;
+        let slice = region_slice(&output.name, &output.parameters)?;
         let class_count = classification(&output.parameters)?;
+        if let Some(RegionSlice { region, offset, byte_size }) = slice {
+            if class_count > 0 {
+                return Err(Error::invalid_arg(
+                    "output can't set both 'shared_memory_region' and 'classification'",
+                ));
+            }
+            shm.output(&mut regions, &output.name, &region, offset, byte_size)?;
+        }
         request.requested_outputs.push(RequestedOutput { name: output.name, class_count });
     }
-    Ok(request)
-}
-
-/// Shared memory comes with the shared memory manager; until then, say so plainly.
-fn refuse_shared_memory(tensor: &str, parameters: &HashMap<String, InferParameter>) -> Result<()> {
-    if parameters.contains_key("shared_memory_region") {
-        return Err(Error::unsupported(format!(
-            "shared memory is not supported yet (tensor '{tensor}' names a shared_memory_region)"
-        )));
-    }
-    Ok(())
+    Ok((request, regions))
 }
 
 /// Triton's `ParseClassificationParams`: an int64 above zero (its text says ">= 0", its check is > 0).
@@ -183,6 +209,11 @@ mod tests {
         }
     }
 
+    /// A request through `to_core`, on a manager with no regions.
+    fn core(wire: ModelInferRequest) -> Result<InferRequest> {
+        to_core(&SharedMemoryManager::new(true), wire).map(|(request, _)| request)
+    }
+
     fn request(inputs: Vec<InferInputTensor>, raw: Vec<Vec<u8>>) -> ModelInferRequest {
         ModelInferRequest { model_name: "m".into(), inputs, raw_input_contents: raw, ..Default::default() }
     }
@@ -227,7 +258,7 @@ mod tests {
             InferRequestedOutputTensor { name: "o1".into(), parameters: classified },
             InferRequestedOutputTensor { name: "o2".into(), ..Default::default() },
         ];
-        let r = to_core(wire).unwrap();
+        let r = core(wire).unwrap();
         assert_eq!((r.model_name.as_str(), r.model_version, r.id.as_str()), ("m", Some(2), "r1"));
         assert_eq!(r.correlation_id, CorrelationId::Uint(7));
         assert_eq!(r.parameters.len(), 1);
@@ -239,24 +270,24 @@ mod tests {
     #[test]
     fn typed_contents_are_used_without_raw() {
         let typed = InferTensorContents { int_contents: vec![9], ..Default::default() };
-        let r = to_core(request(vec![input("a", Some(typed))], vec![])).unwrap();
+        let r = core(request(vec![input("a", Some(typed))], vec![])).unwrap();
         assert_eq!(r.inputs[0].data.as_ref(), 9i32.to_le_bytes());
     }
 
     #[test]
     fn missing_or_mixed_data_gets_tritons_text() {
-        let err = to_core(request(vec![input("a", None), input("b", None)], vec![vec![0; 4]])).unwrap_err();
+        let err = core(request(vec![input("a", None), input("b", None)], vec![vec![0; 4]])).unwrap_err();
         assert_eq!(err.message, "unable to find data for input tensor 'b' for model 'm' in request.");
         let typed = InferTensorContents { int_contents: vec![1], ..Default::default() };
         let err =
-            to_core(request(vec![input("a", None), input("b", Some(typed))], vec![vec![0; 4]])).unwrap_err();
+            core(request(vec![input("a", None), input("b", Some(typed))], vec![vec![0; 4]])).unwrap_err();
         assert_eq!(
             err.message,
             "contents field must not be specified when using raw_input_contents for 'b' for model 'm'"
         );
         let mut bad = input("a", None);
         bad.datatype = "FLOAT".into();
-        assert_eq!(to_core(request(vec![bad], vec![vec![0; 4]])).unwrap_err().code, Code::InvalidArg);
+        assert_eq!(core(request(vec![bad], vec![vec![0; 4]])).unwrap_err().code, Code::InvalidArg);
     }
 
     #[test]
@@ -274,7 +305,24 @@ mod tests {
         );
         let mut shm = input("a", None);
         shm.parameters.insert("shared_memory_region".into(), param(ParameterChoice::StringParam("r".into())));
-        assert_eq!(to_core(request(vec![shm], vec![])).unwrap_err().code, Code::Unsupported);
+        shm.parameters.insert("shared_memory_byte_size".into(), param(ParameterChoice::Int64Param(4)));
+        // Shared memory inputs take no raw contents: the one given is left for nobody.
+        let err = core(request(vec![shm.clone()], vec![vec![0; 4]])).unwrap_err();
+        assert_eq!((err.code, err.message.as_str()), (Code::NotFound, "Unable to find shared memory region: 'r'"));
+        shm.contents = Some(InferTensorContents { int_contents: vec![1], ..Default::default() });
+        assert_eq!(
+            core(request(vec![shm], vec![])).unwrap_err().message,
+            "unexpected 'content' provided when using shared memory for input tensor 'a' for model 'm'"
+        );
+        let mut wire = request(vec![input("a", None)], vec![vec![0; 4]]);
+        let mut both = HashMap::from([("classification".to_string(), param(ParameterChoice::Int64Param(2)))]);
+        both.insert("shared_memory_region".into(), param(ParameterChoice::StringParam("r".into())));
+        both.insert("shared_memory_byte_size".into(), param(ParameterChoice::Int64Param(4)));
+        wire.outputs = vec![InferRequestedOutputTensor { name: "o".into(), parameters: both }];
+        assert_eq!(
+            core(wire).unwrap_err().message,
+            "output can't set both 'shared_memory_region' and 'classification'"
+        );
     }
 
     #[test]

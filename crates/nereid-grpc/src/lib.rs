@@ -2,6 +2,7 @@
 //! translating the wire messages into calls on the core's [`InferenceServer`].
 
 mod contents;
+mod decoupled;
 mod health;
 mod infer;
 mod logging;
@@ -9,6 +10,7 @@ mod repository;
 #[cfg(test)]
 mod serve_tests;
 mod service;
+mod shared_memory;
 mod stats;
 mod status;
 mod stream;

@@ -18,6 +18,7 @@ async fn start() -> (Channel, tokio::sync::oneshot::Sender<()>) {
         id: "nereid-test".into(),
         control_mode: ControlMode::Explicit,
         strict_readiness: true,
+        allow_client_shm: false,
     };
     let server = Arc::new(InferenceServer::new(options, repository));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -56,8 +57,11 @@ async fn unary_rpcs_answer() {
     let err =
         client.model_ready(ModelReadyRequest { name: "m".into(), version: "x".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    let err =
-        client.system_shared_memory_status(SystemSharedMemoryStatusRequest::default()).await.unwrap_err();
+    let status = client.system_shared_memory_status(SystemSharedMemoryStatusRequest::default()).await.unwrap();
+    assert!(status.into_inner().regions.is_empty());
+    // Client shared memory is off unless --allow-client-shm=true.
+    let register = SystemSharedMemoryRegisterRequest::default();
+    let err = client.system_shared_memory_register(register).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     let index = client.repository_index(RepositoryIndexRequest::default()).await.unwrap().into_inner();
     assert!(index.models.is_empty());

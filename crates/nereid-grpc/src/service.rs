@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use nereid_core::infer_request::parse_version;
-use nereid_core::server::{InferenceServer, EXTENSIONS};
+use nereid_core::server::InferenceServer;
+use nereid_core::shared_memory_manager::MemoryKind;
 use nereid_core::Error;
 use nereid_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use nereid_proto::inference::model_metadata_response::TensorMetadata;
@@ -11,7 +12,7 @@ use nereid_proto::inference::*;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::{not_supported_yet, reply, to_status};
-use crate::{infer, logging, repository, stats, stream};
+use crate::{infer, logging, repository, shared_memory, stats, stream};
 
 pub struct InferenceService {
     pub server: Arc<InferenceServer>,
@@ -56,7 +57,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(ServerMetadataResponse {
             name: self.server.id().to_string(),
             version: self.server.version().to_string(),
-            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+            extensions: self.server.extensions().into_iter().map(String::from).collect(),
         }))
     }
 
@@ -146,44 +147,53 @@ impl GrpcInferenceService for InferenceService {
 
     async fn system_shared_memory_status(
         &self,
-        _: Request<SystemSharedMemoryStatusRequest>,
+        request: Request<SystemSharedMemoryStatusRequest>,
     ) -> Answer<SystemSharedMemoryStatusResponse> {
-        Err(not_supported_yet("system shared memory"))
+        reply(shared_memory::system_status(self.server.shared_memory(), request.into_inner()))
     }
 
     async fn system_shared_memory_register(
         &self,
-        _: Request<SystemSharedMemoryRegisterRequest>,
+        request: Request<SystemSharedMemoryRegisterRequest>,
     ) -> Answer<SystemSharedMemoryRegisterResponse> {
-        Err(not_supported_yet("system shared memory"))
+        let r = request.into_inner();
+        let registered = self.server.shared_memory().register_system(&r.name, &r.key, r.offset, r.byte_size);
+        reply(registered.map(|()| SystemSharedMemoryRegisterResponse {}))
     }
 
     async fn system_shared_memory_unregister(
         &self,
-        _: Request<SystemSharedMemoryUnregisterRequest>,
+        request: Request<SystemSharedMemoryUnregisterRequest>,
     ) -> Answer<SystemSharedMemoryUnregisterResponse> {
-        Err(not_supported_yet("system shared memory"))
+        let name = request.into_inner().name;
+        let unregistered = self.server.shared_memory().unregister(MemoryKind::System, &name);
+        reply(unregistered.map(|()| SystemSharedMemoryUnregisterResponse {}))
     }
 
     async fn cuda_shared_memory_status(
         &self,
-        _: Request<CudaSharedMemoryStatusRequest>,
+        request: Request<CudaSharedMemoryStatusRequest>,
     ) -> Answer<CudaSharedMemoryStatusResponse> {
-        Err(not_supported_yet("CUDA shared memory"))
+        reply(shared_memory::cuda_status(self.server.shared_memory(), request.into_inner()))
     }
 
     async fn cuda_shared_memory_register(
         &self,
-        _: Request<CudaSharedMemoryRegisterRequest>,
+        request: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Answer<CudaSharedMemoryRegisterResponse> {
-        Err(not_supported_yet("CUDA shared memory"))
+        let r = request.into_inner();
+        let shm = self.server.shared_memory();
+        let registered = shm.register_cuda(&r.name, &r.raw_handle, r.device_id, r.byte_size);
+        reply(registered.map(|()| CudaSharedMemoryRegisterResponse {}))
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
-        _: Request<CudaSharedMemoryUnregisterRequest>,
+        request: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Answer<CudaSharedMemoryUnregisterResponse> {
-        Err(not_supported_yet("CUDA shared memory"))
+        let name = request.into_inner().name;
+        let unregistered = self.server.shared_memory().unregister(MemoryKind::Cuda, &name);
+        reply(unregistered.map(|()| CudaSharedMemoryUnregisterResponse {}))
     }
 
     async fn trace_setting(&self, _: Request<TraceSettingRequest>) -> Answer<TraceSettingResponse> {

@@ -1,16 +1,14 @@
 //! ModelStreamInfer: requests run concurrently as they arrive; their responses go back in the
-//! order the requests came, as Triton writes them for non-decoupled models. An error is a
-//! response with `error_message`, and the stream stays open.
+//! order the requests came, as Triton writes them for non-decoupled models (decoupled models'
+//! responses are written as they come, see [`crate::decoupled`]). An error is a response with
+//! `error_message`, and the stream stays open.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use nereid_core::server::InferenceServer;
-use nereid_proto::inference::infer_parameter::ParameterChoice;
-use nereid_proto::inference::{
-    InferParameter, ModelInferRequest, ModelInferResponse, ModelStreamInferResponse,
-};
+use nereid_proto::inference::{ModelInferRequest, ModelInferResponse, ModelStreamInferResponse};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,9 +24,14 @@ const IN_FLIGHT: usize = 256;
 
 pub fn start(server: Arc<InferenceServer>, mut requests: Streaming<ModelInferRequest>) -> ResponseStream {
     let (tx, rx) = mpsc::channel::<Pending>(IN_FLIGHT);
+    let (decoupled_tx, decoupled_rx) = mpsc::channel(IN_FLIGHT);
     tokio::spawn(async move {
         loop {
             let (pending, more) = match requests.message().await {
+                Ok(Some(request)) if crate::decoupled::is_decoupled(&server, &request) => {
+                    tokio::spawn(crate::decoupled::answer(&server, request, decoupled_tx.clone()));
+                    continue;
+                }
                 Ok(Some(request)) => (tokio::spawn(answer(&server, request)), true),
                 Ok(None) => break,
                 // A broken read ends the stream with its status, after the responses before it.
@@ -43,7 +46,7 @@ pub fn start(server: Arc<InferenceServer>, mut requests: Streaming<ModelInferReq
     let responses = ReceiverStream::new(rx).then(|pending| async move {
         pending.await.unwrap_or_else(|e| Err(Status::internal(format!("inference task failed: {e}"))))
     });
-    Box::pin(responses)
+    Box::pin(responses.merge(ReceiverStream::new(decoupled_rx)))
 }
 
 /// Submits the request now, in stream order; the returned future waits for its response.
@@ -62,9 +65,8 @@ fn answer(
     async move {
         Ok(match response.await {
             Ok(mut response) => {
-                // Triton marks each response of a stream; non-decoupled models send one, the final.
-                let last = InferParameter { parameter_choice: Some(ParameterChoice::BoolParam(true)) };
-                response.parameters.insert("triton_final_response".into(), last);
+                // Non-decoupled models send one response, the final.
+                crate::decoupled::mark_final(&mut response, true);
                 ModelStreamInferResponse { error_message: String::new(), infer_response: Some(response) }
             }
             Err(e) => ModelStreamInferResponse { error_message: e.message, infer_response: Some(known) },

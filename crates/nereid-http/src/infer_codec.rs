@@ -8,11 +8,13 @@
 use bytes::Bytes;
 use nereid_core::infer_request::{InferRequest, ParamValue, Parameters, RequestedOutput};
 use nereid_core::infer_response::InferResponse;
+use nereid_core::shared_memory_manager::{RequestRegions, SharedMemoryManager};
 use nereid_core::tensor::{DataType, Tensor};
 use nereid_core::{Error, Result};
 use serde_json::{json, Map, Value};
 
 use crate::json_data;
+use crate::shared_memory::region_slice;
 use crate::triton_json::{self, array, boolean, member, string, unable, unsigned};
 
 /// How the client wants the response's outputs encoded.
@@ -33,23 +35,25 @@ impl OutputEncoding {
 /// Triton's `--http-max-input-size` default: the largest tensor a JSON `data` array may describe.
 const MAX_JSON_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 
-/// Decodes a request body (JSON header, then binary data) into the core's request, checking
-/// in Triton's order with Triton's messages.
+/// Decodes a request body (JSON header, then binary data) into the core's request and the
+/// shared memory regions it reads and writes, checking in Triton's order with Triton's messages.
 pub fn decode(
     model: &str,
     version: Option<i64>,
     body: Bytes,
     header_length: Option<usize>,
-) -> Result<(InferRequest, OutputEncoding)> {
+    shm: &SharedMemoryManager,
+) -> Result<(InferRequest, OutputEncoding, RequestRegions)> {
     let (header, mut binary) = match header_length {
         Some(n) => (body.slice(..n), body.slice(n..)),
         None => (body, Bytes::new()),
     };
     let json = triton_json::parse(&header)?;
     let mut request = InferRequest::new(model, version);
+    let mut regions = RequestRegions::default();
     let inputs = member(&json, "inputs").and_then(array).map_err(unable("inputs"))?;
     for input in inputs {
-        let tensor = decode_input(model, input, &mut binary, header_length.is_some())?;
+        let tensor = decode_input(model, input, &mut binary, header_length.is_some(), shm, &mut regions)?;
         if request.input(&tensor.name).is_some() {
             return Err(Error::invalid_arg(format!("input '{}' already exists in request", tensor.name)));
         }
@@ -61,7 +65,7 @@ pub fn decode(
     let mut encoding = OutputEncoding::default();
     if let Some(outputs) = json.get("outputs") {
         for output in array(outputs).map_err(unable("outputs"))? {
-            let (requested, binary) = decode_output(output)?;
+            let (requested, binary) = decode_output(output, shm, &mut regions)?;
             if let Some(b) = binary {
                 encoding.binary.push((requested.name.clone(), b));
             }
@@ -98,11 +102,7 @@ pub fn decode(
     if let Some(id) = json.get("id") {
         request.id = string(id).map_err(unable("id"))?.to_string();
     }
-    Ok((request, encoding))
-}
-
-fn shared_memory_unsupported(region: &Value) -> Error {
-    Error::unsupported(format!("shared memory region {region}: shared memory is not supported yet"))
+    Ok((request, encoding, regions))
 }
 
 fn json_parameter(key: &str, v: &Value) -> Result<ParamValue> {
@@ -144,7 +144,14 @@ fn check_one_data_source(input: &Value) -> Result<()> {
     )))
 }
 
-fn decode_input(model: &str, input: &Value, binary: &mut Bytes, has_binary_part: bool) -> Result<Tensor> {
+fn decode_input(
+    model: &str,
+    input: &Value,
+    binary: &mut Bytes,
+    has_binary_part: bool,
+    shm: &SharedMemoryManager,
+    regions: &mut RequestRegions,
+) -> Result<Tensor> {
     check_one_data_source(input)?;
     let name = member(input, "name").and_then(string).map_err(unable("name"))?;
     let datatype_str = member(input, "datatype").and_then(string).map_err(unable("datatype"))?;
@@ -156,11 +163,9 @@ fn decode_input(model: &str, input: &Value, binary: &mut Bytes, has_binary_part:
     let count = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).filter(|&c| c <= i64::MAX as u64);
     let shape_i64: Vec<i64> = shape.iter().map(|&d| i64::try_from(d).unwrap_or(i64::MAX)).collect();
     let params = input.get("parameters");
-    if let Some(shm) = params.and_then(|p| p.get("shared_memory_region")) {
-        return Err(shared_memory_unsupported(shm));
-    }
-    let data = match params.and_then(|p| p.get("binary_data_size")) {
-        Some(size) => {
+    let data = match (region_slice(params)?, params.and_then(|p| p.get("binary_data_size"))) {
+        (Some((region, offset, byte_size)), _) => shm.input(regions, region, offset, byte_size)?,
+        (None, Some(size)) => {
             let size = unsigned(size).map_err(unable("binary_data_size"))?;
             if size > 0 && !has_binary_part {
                 return Err(Error::invalid_arg(
@@ -175,7 +180,7 @@ fn decode_input(model: &str, input: &Value, binary: &mut Bytes, has_binary_part:
             }
             binary.split_to(size as usize)
         }
-        None => {
+        (None, None) => {
             let count = count.ok_or_else(|| {
                 Error::invalid_arg(format!(
                     "invalid shape for input '{name}': shape {} causes total element count to exceed maximum size of {}",
@@ -198,19 +203,30 @@ fn decode_input(model: &str, input: &Value, binary: &mut Bytes, has_binary_part:
     Ok(Tensor { name: name.to_string(), datatype, shape: shape_i64, data })
 }
 
-/// A requested output, and its own `binary_data` choice if it makes one.
-fn decode_output(output: &Value) -> Result<(RequestedOutput, Option<bool>)> {
-    let name = member(output, "name").and_then(string).map_err(unable("name"))?;
+/// A requested output, and its own `binary_data` choice if it makes one; an output that goes to
+/// a shared memory region is added to `regions`.
+fn decode_output(
+    output: &Value,
+    shm: &SharedMemoryManager,
+    regions: &mut RequestRegions,
+) -> Result<(RequestedOutput, Option<bool>)> {
     let params = output.get("parameters");
     let param = |key: &str| params.and_then(|p| p.get(key));
-    if let Some(shm) = param("shared_memory_region") {
+    if param("shared_memory_region").is_some() {
         if param("classification").is_some() {
             return Err(Error::invalid_arg(
                 "Output can't set both 'shared_memory_region' and 'classification'",
             ));
         }
-        return Err(shared_memory_unsupported(shm));
+        if let Some(b) = param("binary_data") {
+            if boolean(b).map_err(|e| Error::internal(format!("Unable to set 'binary_data': {e}")))? {
+                return Err(Error::invalid_arg(
+                    "Output can't set both 'shared_memory_region' and 'binary_data'",
+                ));
+            }
+        }
     }
+    let name = member(output, "name").and_then(string).map_err(unable("name"))?;
     let class_count = match param("classification") {
         Some(c) => {
             let n =
@@ -220,6 +236,9 @@ fn decode_output(output: &Value) -> Result<(RequestedOutput, Option<bool>)> {
         }
         None => 0,
     };
+    if let Some((region, offset, byte_size)) = region_slice(params)? {
+        shm.output(regions, name, region, offset, byte_size)?;
+    }
     let binary = param("binary_data").map(|b| boolean(b).map_err(unable("binary_data"))).transpose()?;
     Ok((RequestedOutput { name: name.to_string(), class_count }, binary))
 }
@@ -257,8 +276,9 @@ pub fn decode_raw(
     Ok(())
 }
 
-/// Encodes a response: the JSON header, and the binary outputs to send after it.
-pub fn encode(response: InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, Vec<Bytes>) {
+/// Encodes a response: the JSON header, and the binary outputs to send after it. Outputs
+/// written to shared memory carry no data, as in Triton.
+pub fn encode(response: InferResponse, encoding: &OutputEncoding, regions: &RequestRegions) -> (Vec<u8>, Vec<Bytes>) {
     let mut outputs = Vec::with_capacity(response.outputs.len());
     let mut binary = Vec::new();
     for t in response.outputs {
@@ -266,11 +286,14 @@ pub fn encode(response: InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, V
         o.insert("name".into(), Value::String(t.name.clone()));
         o.insert("datatype".into(), Value::String(t.datatype.as_str().into()));
         o.insert("shape".into(), json!(t.shape));
-        if encoding.is_binary(&t.name) {
-            o.insert("parameters".into(), json!({ "binary_data_size": t.data.len() }));
-            binary.push(t.data);
-        } else {
-            o.insert("data".into(), json_data::to_json(t.datatype, &t.data));
+        // An output written to shared memory has neither.
+        if !regions.has_output(&t.name) {
+            if encoding.is_binary(&t.name) {
+                o.insert("parameters".into(), json!({ "binary_data_size": t.data.len() }));
+                binary.push(t.data);
+            } else {
+                o.insert("data".into(), json_data::to_json(t.datatype, &t.data));
+            }
         }
         outputs.push(Value::Object(o));
     }

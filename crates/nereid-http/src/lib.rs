@@ -5,6 +5,7 @@ mod infer_codec;
 mod json_data;
 mod metrics;
 mod routes;
+mod shared_memory;
 mod triton_json;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use nereid_core::server::InferenceServer;
+use nereid_core::shared_memory_manager::MemoryKind;
 
 pub use metrics::serve_metrics;
 
@@ -35,9 +37,15 @@ pub fn router(server: Arc<InferenceServer>) -> Router {
         .route("/v2/repository/models/{model}/load", post(repository_load))
         .route("/v2/repository/models/{model}/unload", post(repository_unload))
         .route("/v2/logging", get(get_logging).post(post_logging))
-        .route("/v2/trace/setting", get(unsupported).post(unsupported))
-        .route("/v2/systemsharedmemory/{*rest}", get(unsupported).post(unsupported))
-        .route("/v2/cudasharedmemory/{*rest}", get(unsupported).post(unsupported));
+        .route("/v2/trace/setting", get(unsupported).post(unsupported));
+    for (prefix, kind) in [("/v2/systemsharedmemory", MemoryKind::System), ("/v2/cudasharedmemory", MemoryKind::Cuda)] {
+        for base in [prefix.to_string(), format!("{prefix}/region/{{region}}")] {
+            r = r
+                .route(&format!("{base}/status"), get(move |s, p| shared_memory::status(kind, s, p)))
+                .route(&format!("{base}/register"), post(move |s, p, b| shared_memory::register(kind, s, p, b)))
+                .route(&format!("{base}/unregister"), post(move |s, p| shared_memory::unregister(kind, s, p)));
+        }
+    }
     for path in [model(""), versioned("")] {
         r = r.route(&path, get(model_metadata));
     }

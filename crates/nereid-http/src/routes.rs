@@ -13,6 +13,7 @@ use nereid_core::infer_request::{parse_version, InferRequest};
 use nereid_core::logging::LogFormat;
 use nereid_core::model_repository_manager::LoadOverride;
 use nereid_core::server::InferenceServer;
+use nereid_core::shared_memory_manager::RequestRegions;
 use nereid_core::stats::{Duration64, StatsSnapshot};
 use nereid_core::{model_config, Code, Error, Result};
 use serde_json::{json, Map, Value};
@@ -43,7 +44,7 @@ fn json_body(v: &Value) -> ([(header::HeaderName, HeaderValue); 1], Vec<u8>) {
     )
 }
 
-fn reply(result: Result<Value>) -> Response {
+pub(crate) fn reply(result: Result<Value>) -> Response {
     match result {
         Ok(v) => json_body(&v).into_response(),
         Err(e) => error_response(&e),
@@ -111,7 +112,7 @@ pub async fn server_metadata(State(s): State<AppState>) -> Response {
     reply(Ok(json!({
         "name": s.id(),
         "version": s.version(),
-        "extensions": nereid_core::server::EXTENSIONS,
+        "extensions": s.extensions(),
     })))
 }
 
@@ -197,7 +198,7 @@ pub async fn model_stats(State(s): State<AppState>, p: Option<Path<HashMap<Strin
     }))
 }
 
-fn parse_body(body: &Bytes) -> Result<Map<String, Value>> {
+pub(crate) fn parse_body(body: &Bytes) -> Result<Map<String, Value>> {
     if body.is_empty() {
         return Ok(Map::new());
     }
@@ -390,12 +391,15 @@ async fn infer_inner(
 ) -> Result<(Vec<u8>, Vec<Bytes>)> {
     let (name, version) = model_path(p)?;
     let model = s.model(&name, version)?;
+    if model.is_decoupled() {
+        return Err(Error::unsupported("HTTP end point doesn't support models with decoupled transaction policy"));
+    }
     let header_length = header_length(headers, body.len())?;
     let is_raw = header_length.is_none()
         && headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
-    let (request, encoding) = if is_raw {
+    let (request, encoding, regions) = if is_raw {
         let mut request = InferRequest::new(name.as_str(), version);
         match model.config.input.as_slice() {
             [input] => infer_codec::decode_raw(&mut request, input, model.config.max_batch_size > 0, body)?,
@@ -407,12 +411,14 @@ async fn infer_inner(
                 )))
             }
         }
-        (request, infer_codec::OutputEncoding { default_binary: true, binary: Vec::new() })
+        let encoding = infer_codec::OutputEncoding { default_binary: true, binary: Vec::new() };
+        (request, encoding, RequestRegions::default())
     } else {
-        infer_codec::decode(&name, version, body, header_length)?
+        infer_codec::decode(&name, version, body, header_length, s.shared_memory())?
     };
-    let response = model.infer(request).await?;
-    Ok(infer_codec::encode(response, &encoding))
+    let mut response = model.infer(request).await?;
+    regions.finish(&mut response)?;
+    Ok(infer_codec::encode(response, &encoding, &regions))
 }
 
 fn infer_response(json: Vec<u8>, binary: Vec<Bytes>, accept: Option<compression::Encoding>) -> Response {

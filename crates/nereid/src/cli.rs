@@ -106,6 +106,9 @@ pub struct Cli {
     pub log_file: Option<String>,
     #[arg(long, value_parser = parse_log_format, default_value = "default")]
     pub log_format: LogFormat,
+    /// Let clients register system and CUDA shared memory regions (off by default, as in Triton).
+    #[arg(long, value_parser = parse_bool, action = ArgAction::Set, default_value = "false")]
+    pub allow_client_shm: bool,
 }
 
 impl Cli {
@@ -142,7 +145,9 @@ mod tests {
         assert_eq!((cli.http_port, cli.grpc_port, cli.metrics_port), (9000, 8001, 8002));
         assert!(!cli.allow_grpc && cli.allow_http && cli.strict_readiness && cli.exit_on_error);
         assert_eq!(cli.id, "triton");
-        assert!(cli.auto_complete());
+        assert!(cli.auto_complete() && !cli.allow_client_shm);
+        let cli = Cli::try_parse_from(["nereid", "--model-repository=/a", "--allow-client-shm=true"]).unwrap();
+        assert!(cli.allow_client_shm);
     }
 
     #[test]

@@ -25,6 +25,8 @@ fn backends() -> Vec<Arc<dyn Backend>> {
     let mut list: Vec<Arc<dyn Backend>> = Vec::new();
     #[cfg(feature = "onnxruntime")]
     list.push(nereid_onnxruntime::backend());
+    #[cfg(feature = "python")]
+    list.push(nereid_python::backend());
     list
 }
 
@@ -97,34 +99,28 @@ async fn run(cli: Cli) -> Result<(), String> {
         config_name: cli.model_config_name.clone(),
         auto_complete: cli.auto_complete(),
         backend_config: cli.backend_config_map(),
-        gpu_count: 0,
+        gpu_count: nereid_core::devices::gpu_count(),
     };
     let repository = Arc::new(ModelRepositoryManager::new(options, backends()));
     let models = startup_models(&cli, &repository);
     let failed = {
         let repository = repository.clone();
-        tokio::task::spawn_blocking(move || {
-            std::thread::scope(|s| {
-                let handles: Vec<_> =
-                    models.iter().map(|m| s.spawn(|| repository.load(m, None).is_err())).collect();
-                handles.into_iter().any(|h| h.join().unwrap_or(true))
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || !repository.load_all(&models)).await.map_err(|e| e.to_string())?
     };
     if failed && cli.exit_on_error {
         repository.unload_all();
         return Err("failed to load all models".into());
     }
-    let server = Arc::new(InferenceServer::new(
+    let server = InferenceServer::new(
         ServerOptions {
             id: cli.id.clone(),
             control_mode: cli.model_control_mode,
             strict_readiness: cli.strict_readiness,
+            allow_client_shm: cli.allow_client_shm,
         },
         repository.clone(),
-    ));
+    )
+    .into_shared();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {

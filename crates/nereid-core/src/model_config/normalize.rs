@@ -83,6 +83,14 @@ pub fn resolve_instance_kinds(config: &mut ModelConfig, gpu_count: usize) {
     }
 }
 
+/// `KIND_AUTO` groups go on the CPU: for backends or platforms that keep it off the GPU
+/// (before [`resolve_instance_kinds`], which then gives them the CPU's default count).
+pub fn place_auto_on_cpu(config: &mut ModelConfig) {
+    for group in config.instance_group.iter_mut().filter(|g| g.kind() == Kind::Auto) {
+        group.set_kind(Kind::Cpu);
+    }
+}
+
 /// `SetDefaultInstanceCount`: two CPU instances for the backends that scale with them.
 fn default_instance_count(kind: Kind, backend: &str) -> i32 {
     if kind == Kind::Cpu && matches!(backend, "tensorflow" | "onnxruntime") {
@@ -235,6 +243,15 @@ mod tests {
         let mut config = filled("instance_group [ { gpus: [ 3 ] } ]");
         resolve_instance_kinds(&mut config, 2);
         assert_eq!(config.instance_group[0].kind(), Kind::Cpu);
+    }
+
+    #[test]
+    fn auto_groups_can_be_kept_on_the_cpu() {
+        let mut config = filled("instance_group [ { count: 3 }, { kind: KIND_GPU } ]");
+        place_auto_on_cpu(&mut config);
+        resolve_instance_kinds(&mut config, 2);
+        let kinds: Vec<_> = config.instance_group.iter().map(|g| (g.kind(), g.count)).collect();
+        assert_eq!(kinds, [(Kind::Cpu, 3), (Kind::Gpu, 1)]);
     }
 
     #[test]
