@@ -2,12 +2,15 @@
 
 Builds the ResNet-style CNN of bench/common.py at 96x96 with 48 channels (random weights; FP32
 [batch, 3, 96, 96] -> [batch, 10], about 1.8 GFLOP per image, so that compute, not transport,
-decides) into a temporary repository and serves it with Nereid:
-one instance, `intra_op_thread_count` = --threads. At each batch size it measures perf_analyzer's
-throughput (concurrency 1, gRPC and HTTP) and the same model run back to back in-process by
-ONNX Runtime (backends/onnxruntime/examples/ort_inprocess: the library the server loads, the same
-threads and batch), alternating them three times and keeping each one's median. Target: Nereid
-at >= 95% of in-process. perf_analyzer shares the machine's cores with the server.
+decides) and serves it with Nereid: one instance, `intra_op_thread_count` = --threads. At each
+batch size it measures perf_analyzer's throughput over gRPC and HTTP at concurrency 1 (a lone
+client: each round trip leaves the instance idle) and 2 (a request waits while one runs: the
+server's throughput), and the same model run back to back in-process by ONNX Runtime
+(backends/onnxruntime/examples/ort_inprocess: the library the server loads, the same threads and
+batch), alternating them --trials times and keeping medians. Target: Nereid at >= 95% of
+in-process. For Nereid, "ms per ORT run" is the compute_infer time of its statistics: the session
+run inside the server, which tells execution from transport. perf_analyzer shares the machine's
+cores with the server.
 
     .venv/bin/python bench/onnxruntime_cnn.py [--threads 1] [--batches 1,8] [--no-build]
 
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from common import ROOT, Server, build_cnn, perf_analyzer, table
@@ -36,13 +40,30 @@ parameters { key: "intra_op_thread_count" value: { string_value: "%(threads)d" }
 
 
 def inprocess(model, batch, threads, seconds=6.0):
-    """Inferences (images) per second of back-to-back runs, for about `seconds`."""
+    """(images per second, ms per run) of back-to-back runs, for about `seconds`."""
     def run(iterations):
         cmd = [str(INPROCESS), str(model), f"INPUT0:FP32:{batch},3,{SIZE},{SIZE}", "--threads", str(threads),
                "--iterations", str(iterations)]
         return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     per_run_s = run(10)["p50_us"] / 1e6
-    return run(max(10, int(seconds / per_run_s)))["infer_per_s"] * batch
+    runs_per_s = run(max(10, int(seconds / per_run_s)))["infer_per_s"]
+    return runs_per_s * batch, 1e3 / runs_per_s
+
+
+def compute(server):
+    """(ns, count) of ONNX Runtime's runs inside the server so far: its compute_infer statistics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http}/v2/models/cnn/stats") as r:
+        infer = json.loads(r.read())["model_stats"][0]["inference_stats"]["compute_infer"]
+    return infer["ns"], infer["count"]
+
+
+def nereid(server, protocol, batch, concurrency):
+    """(images per second through perf_analyzer, ms per ONNX Runtime run inside the server)."""
+    before = compute(server)
+    port = server.grpc if protocol == "grpc" else server.http
+    r = perf_analyzer("cnn", f"127.0.0.1:{port}", protocol, concurrency, "-b", str(batch), window_ms=3000)
+    after = compute(server)
+    return r["infer_per_s"], (after[0] - before[0]) / (after[1] - before[1]) / 1e6
 
 
 def main():
@@ -64,19 +85,20 @@ def main():
         try:
             rows, worst = [], 1.0
             for batch in map(int, args.batches.split(",")):
-                runs = {"in-process": [], "grpc": [], "http": []}
+                runs = {"in-process ORT": []}
                 for _ in range(args.trials):
-                    runs["in-process"].append(inprocess(model, batch, args.threads))
-                    for protocol, port in (("grpc", server.grpc), ("http", server.http)):
-                        r = perf_analyzer("cnn", f"127.0.0.1:{port}", protocol, 1, "-b", str(batch), window_ms=3000)
-                        runs[protocol].append(r["infer_per_s"])
-                base = statistics.median(runs["in-process"])
-                rows.append([batch, args.threads, "in-process ORT", f"{base:.1f}", "1.000"])
-                for protocol in ("grpc", "http"):
-                    ours = statistics.median(runs[protocol])
-                    worst = min(worst, ours / base)
-                    rows.append([batch, args.threads, f"nereid {protocol}", f"{ours:.1f}", f"{ours / base:.3f}"])
-            print(table(["batch", "threads", "path", "images/s (median)", "x in-process"], rows))
+                    runs["in-process ORT"].append(inprocess(model, batch, args.threads))
+                    for protocol in ("grpc", "http"):
+                        for c in (1, 2):
+                            path = f"nereid {protocol} c={c}"
+                            runs.setdefault(path, []).append(nereid(server, protocol, batch, c))
+                base = statistics.median(r[0] for r in runs["in-process ORT"])
+                for path, results in runs.items():
+                    rate = statistics.median(r[0] for r in results)
+                    run_ms = statistics.median(r[1] for r in results)
+                    worst = min(worst, rate / base)
+                    rows.append([batch, args.threads, path, f"{rate:.1f}", f"{rate / base:.3f}", f"{run_ms:.2f}"])
+            print(table(["batch", "threads", "path", "images/s (median)", "x in-process", "ms per ORT run"], rows))
             print(f"\nlowest ratio: {worst:.3f} (target >= 0.95)")
         finally:
             server.stop()

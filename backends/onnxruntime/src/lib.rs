@@ -96,14 +96,10 @@ fn default_max_batch_size(backend_config: &BTreeMap<String, String>) -> Result<i
         .map_or(Ok(DEFAULT_MAX_BATCH_SIZE), |value| parse::parse_int(value).map_err(Error::invalid_arg))
 }
 
-/// Triton's rule: `default_model_filename` (else model.onnx) in the version folder; a folder
-/// of that name holds `model.onnx` with its external data files beside it.
+/// Triton's rule: `default_model_filename` (model.onnx unless the config says otherwise) in the
+/// version folder; a folder of that name holds `model.onnx` with its external data files.
 fn model_path(model: &ModelLocation, config: &ModelConfig) -> Result<PathBuf> {
-    let file = match config.default_model_filename.as_str() {
-        "" => "model.onnx",
-        name => name,
-    };
-    let mut path = model.version_dir.join(file);
+    let mut path = model.model_file(config);
     if path.is_dir() {
         path.push("model.onnx");
     }

@@ -108,7 +108,10 @@ impl Supervisor {
     }
 
     pub fn is_ready(&self, timeout: Duration) -> bool {
-        let Some(stub) = self.stub.lock().clone().filter(|_| self.up.load(Ordering::Acquire)) else {
+        // A restart holds the slot for as long as a stub takes to start: a readiness check
+        // answers "not ready" at once instead of waiting for it.
+        let slot = self.stub.try_lock_for(Duration::from_millis(10));
+        let Some(stub) = slot.and_then(|s| s.clone()).filter(|_| self.up.load(Ordering::Acquire)) else {
             return false;
         };
         if !stub.has_is_ready.load(Ordering::Acquire) {

@@ -18,10 +18,11 @@ import threading
 import traceback
 import weakref
 
-import numpy as np
-
 import nereid_ipc
-import triton_python_backend_utils as pb_utils
+
+# Imported in main(), so that a Python without them still reports why to the server.
+np = None
+pb_utils = None
 
 
 def describe(error):
@@ -313,14 +314,26 @@ class BlsReplies:
             self.runtime.side.send({"op": "cancel", "request": self.id})
 
 
+def import_dependencies():
+    global np, pb_utils
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+
 def main():
     # The server owns the stub's lifetime: the terminal's Ctrl-C is for the server only.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime = Runtime(int(sys.argv[1]), int(sys.argv[2]))
-    pb_utils._bind(runtime)
     runtime.side.start()
     handlers = {"auto_complete": runtime.auto_complete, "initialize": runtime.initialize,
                 "execute": runtime.execute, "finalize": runtime.finalize}
+    try:
+        import_dependencies()
+        pb_utils._bind(runtime)
+    except BaseException as e:  # noqa: BLE001 - every request gets the reason
+        broken = "the Python backend stub cannot run in %s: %s" % (sys.executable, describe(e))
+        handlers = {op: (lambda _message: {"error": broken}) for op in handlers}
+        handlers["finalize"] = runtime.finalize
     while True:
         try:
             message = runtime.control.recv()
